@@ -1,0 +1,33 @@
+"""What every entry point shares: where the configs live and how user mistakes are reported."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from omegaconf.errors import MissingMandatoryValue
+
+from mespot.errors import UserError
+
+# The repository's conf/ (mespot is installed editable from a clone); absolute, because Hydra
+# reads a relative path as a Python package when the caller is an installed console script.
+CONFIG_PATH = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def exit_on_user_error(task: Callable) -> Callable:
+    """Turn a UserError or a missing `???` setting into one line on stderr and exit status 2."""
+
+    @functools.wraps(task)
+    def wrapper(*args, **kwargs):
+        try:
+            return task(*args, **kwargs)
+        except UserError as e:
+            message = str(e)
+        except MissingMandatoryValue as e:
+            message = f"{e.full_key} is required: add {e.full_key}=… to the command"
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+    return wrapper
