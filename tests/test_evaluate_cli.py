@@ -103,4 +103,5 @@ def test_prediction_for_unlisted_video_is_an_error_with_videos_csv(files):
 def test_missing_required_setting_is_one_line(files):
     result = run("ground_truth=gt.csv", cwd=files)
     assert result.returncode == 2
-    assert result.stderr.strip() == "error: predictions is required: add predictions=… to the command"
+    expected = "error: predictions is required: add predictions=… to the command"
+    assert result.stderr.strip() == expected
