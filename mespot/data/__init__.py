@@ -1,0 +1,1 @@
+"""Datasets: adapters for the official files, frame discovery, mock datasets."""

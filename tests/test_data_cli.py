@@ -1,0 +1,69 @@
+"""`mespot-synth` and `mespot-annotations` as a user runs them: installed console scripts."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+BIN = Path(sys.executable).parent
+
+
+def run(command, *args, cwd):
+    return subprocess.run(
+        [str(BIN / command), *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_synth_then_annotations_reproduces_the_ground_truth(tmp_path):
+    made = run(
+        "mespot-synth",
+        "data=casme3",
+        "out=mock",
+        "subjects=2",
+        "videos_per_subject=1",
+        "frames=240",
+        "size=[96,72]",
+        cwd=tmp_path,
+    )
+    assert made.returncode == 0, made.stderr
+    assert "mespot-annotations data=casme3 data.root=mock" in made.stdout
+    assert (tmp_path / "mock/CAS(ME)3_part_A_v2.xls").is_file()
+    assert not list(tmp_path.glob(".mock.partial*")), "the build folder must be moved into place"
+
+    read = run("mespot-annotations", "data=casme3", "data.root=mock", "out=ann", cwd=tmp_path)
+    assert read.returncode == 0, read.stderr
+    assert "subjects 2, videos 2, intervals 8: MaE 4, ME 4" in read.stdout
+    assert "frame number(s) missing inside 2 video(s)" in read.stdout
+    got = pd.read_csv(tmp_path / "ann/intervals.csv")
+    expected = pd.read_csv(tmp_path / "mock/ground_truth.csv")
+    pd.testing.assert_frame_equal(
+        got, expected.sort_values(["subject", "video", "onset"]).reset_index(drop=True)
+    )
+    videos = pd.read_csv(tmp_path / "ann/videos.csv")
+    assert videos["n_frames"].tolist() == [240, 240]
+
+
+def test_annotations_without_a_workbook_is_one_line(tmp_path):
+    result = run("mespot-annotations", "data=sammlv", f"data.root={tmp_path}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert "no SAMM-LV annotation file in" in result.stderr
+    assert "data.annotations=PATH" in result.stderr
+
+
+def test_annotations_needs_the_root(tmp_path):
+    result = run("mespot-annotations", "data=casme2", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: data.root is required: add data.root=… to the command"
+
+
+def test_synth_refuses_impossible_settings_and_existing_folders(tmp_path):
+    short = run("mespot-synth", "data=sammlv", "out=m", "frames=100", cwd=tmp_path)
+    assert short.returncode == 2
+    assert "frames=100 at 200 fps is too short" in short.stderr
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full/keep.txt").write_text("mine")
+    taken = run("mespot-synth", "data=casme2", "out=full", "write_frames=false", cwd=tmp_path)
+    assert taken.returncode == 2 and "out=full exists and is not empty" in taken.stderr
+    assert (tmp_path / "full/keep.txt").read_text() == "mine"
