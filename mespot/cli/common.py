@@ -7,13 +7,18 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from mespot.errors import UserError
 
 # The repository's conf/ (mespot is installed editable from a clone); absolute, because Hydra
 # reads a relative path as a Python package when the caller is an installed console script.
-CONFIG_PATH = str(Path(__file__).resolve().parents[2] / "conf")
+REPO_DIR = Path(__file__).resolve().parents[2]
+CONFIG_PATH = str(REPO_DIR / "conf")
+
+# `${repo_dir:}` in configs: default locations (e.g. data/cache) inside the clone, whatever the cwd.
+OmegaConf.register_new_resolver("repo_dir", lambda: str(REPO_DIR), replace=True)
 
 
 def exit_on_user_error(task: Callable) -> Callable:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mespot.data.frames import FrameList
 from mespot.files import atomic_write_text
 from mespot.intervals import TYPE_NAMES, TYPES
 
@@ -26,6 +27,7 @@ class Annotations:
     videos: pd.DataFrame  # VIDEO_COLUMNS; n_frames empty when the frames are not there
     applied: Counter = field(default_factory=Counter)  # policy applied → rows
     notes: list[str] = field(default_factory=list)  # other things a user should know
+    frames: dict[tuple[str, str], FrameList] = field(default_factory=dict)  # found on disk
 
     def write(self, out_dir: str | os.PathLike) -> tuple[Path, Path]:
         out_dir = Path(out_dir)

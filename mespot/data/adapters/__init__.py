@@ -54,4 +54,5 @@ def load_annotations(
         warn_frames_absent(frames_root, adapter.NAME)
         found = {}
     videos = video_table(intervals, found, root, adapter.FPS, notes)
-    return Annotations(dataset, source, intervals, videos, applied, notes)
+    frames = {key: frame_list for key, (_, frame_list) in found.items()}
+    return Annotations(dataset, source, intervals, videos, applied, notes, frames)

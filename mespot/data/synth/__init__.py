@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from mespot.data.synth.plan import MockVideo, plan_videos
 from mespot.data.tables import INTERVAL_COLUMNS
 from mespot.errors import UserError
 from mespot.files import atomic_write_text
+from mespot.parallel import video_pool
 
 LAYOUTS = {"casme2": casme2, "sammlv": sammlv, "casme3": casme3}
 
@@ -103,7 +103,7 @@ def _write_all_frames(spec, layout, videos: list[MockVideo], root: Path, workers
                 _write_frames(*job)
                 progress.advance(task)
         else:
-            with ProcessPoolExecutor(workers) as pool:
+            with video_pool(workers) as pool:
                 for _ in pool.map(_write_frames, *zip(*jobs, strict=True)):
                     progress.advance(task)
 

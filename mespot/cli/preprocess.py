@@ -1,0 +1,50 @@
+"""mespot-preprocess: a dataset's frames → face crops and optical flow in the cache."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from mespot.cli.common import CONFIG_PATH, exit_on_user_error
+from mespot.data.adapters import Policies, load_annotations
+from mespot.data.preprocess import Settings, preprocess
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="preprocess")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    data = cfg.data
+    annotations = load_annotations(
+        data.name,
+        data.root,
+        annotations=data.annotations,
+        frames_dir=data.frames_dir,
+        policies=Policies(**data.policies),
+    )
+    settings = Settings(
+        size=cfg.size,
+        colour=cfg.colour,
+        detector=cfg.face.detector,
+        margin=cfg.face.margin,
+        face_frames=cfg.face.frames,
+        fps=cfg.fps,
+        flow_method=cfg.flow.method,
+        flow_params=OmegaConf.to_container(cfg.flow.params),
+        flow_step=cfg.flow.step,
+    )
+    report = preprocess(
+        annotations,
+        data.root,
+        cfg.paths.cache_dir,
+        settings,
+        workers=cfg.workers,
+        force=cfg.force,
+        progress=cfg.progress,
+    )
+    print(report.summary())
+    if report.failed:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

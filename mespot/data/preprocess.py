@@ -1,0 +1,301 @@
+"""Frames of a dataset → the cache the DataModule reads: face crop, resize, resample, optical flow.
+
+Videos are processed in parallel (one process each, OpenCV single-threaded inside) and streamed:
+one frame in memory at a time plus the `flow_step` previous ones. A finished video is skipped on
+the next run; a failed one is reported with the file that broke it while the others go on.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import time
+from collections import deque
+from concurrent.futures import as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+import mespot
+from mespot.data import cache
+from mespot.data.face import DETECTORS, crop, crop_box, detect_face
+from mespot.data.flow import make_flow
+from mespot.data.frames import FrameList
+from mespot.data.tables import Annotations
+from mespot.errors import UserError
+from mespot.files import atomic_write_json, atomic_write_text
+from mespot.parallel import video_pool
+
+log = logging.getLogger(__name__)
+
+COLOURS = ("grey", "rgb")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that changes the cached arrays (all of it goes into the cache folder's hash)."""
+
+    size: int = 128  # crops are size × size
+    colour: str = "grey"  # grey | rgb
+    detector: str = "haar"  # haar | none
+    margin: float = 0.2  # of the face box, added on each side
+    face_frames: int = 10  # first frames searched for the face
+    fps: float | None = None  # resample to this rate (SAMM-LV 200 → 30); None keeps every frame
+    flow_method: str = "tvl1"
+    flow_params: dict = field(default_factory=dict)
+    flow_step: int = 1  # flow of frame t is computed from frame t - flow_step to t
+
+    def __post_init__(self):
+        checks = [
+            (self.size >= 16, f"size={self.size} must be at least 16"),
+            (self.colour in COLOURS, f"colour={self.colour!r}: use {' or '.join(COLOURS)}"),
+            (
+                self.detector in DETECTORS,
+                f"face.detector={self.detector!r}: use one of {DETECTORS}",
+            ),
+            (self.margin >= 0, f"face.margin={self.margin} must not be negative"),
+            (self.face_frames >= 1, f"face.frames={self.face_frames} must be at least 1"),
+            (self.fps is None or self.fps > 0, f"fps={self.fps} must be positive"),
+            (self.flow_step >= 1, f"flow.step={self.flow_step} must be at least 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
+        make_flow(self.flow_method, self.flow_params)  # fails early on unknown flow settings
+
+    def key(self, dataset: str, root: Path) -> dict:
+        """What the cache folder's name hashes: these settings, the data, OpenCV's version."""
+        return {
+            "format": cache.FORMAT_VERSION,
+            "dataset": dataset,
+            "root": str(root.resolve()),
+            "opencv": cv2.__version__,
+            **asdict(self),
+        }
+
+
+@dataclass(frozen=True)
+class Job:
+    subject: str
+    video: str
+    frames: FrameList
+    source_fps: float
+    out: Path
+
+
+@dataclass
+class Result:
+    subject: str
+    video: str
+    status: str  # done | skipped | failed
+    frames: int = 0
+    seconds: float = 0.0
+    error: str = ""
+    face_found: bool = True
+    disk_full: bool = False
+
+
+@dataclass
+class Report:
+    folder: Path
+    results: list[Result]
+    seconds: float
+
+    def count(self, status: str) -> int:
+        return sum(r.status == status for r in self.results)
+
+    @property
+    def failed(self) -> list[Result]:
+        return [r for r in self.results if r.status == "failed"]
+
+    def summary(self) -> str:
+        done = [r for r in self.results if r.status == "done"]
+        frames = sum(r.frames for r in done)
+        rate = frames / self.seconds if self.seconds > 0 else 0.0
+        lines = [
+            f"cache: {self.folder}",
+            f"videos: {self.count('done')} done, {self.count('skipped')} skipped (already "
+            f"cached), {len(self.failed)} failed; {frames} frames in {self.seconds:.1f} s "
+            f"({rate:.1f} frames/s)",
+        ]
+        no_face = [f"{r.subject}/{r.video}" for r in done if not r.face_found]
+        if no_face:
+            lines.append(
+                f"no face found (centre crop used) in {len(no_face)}: {', '.join(no_face)}"
+            )
+        lines += [f"failed {r.subject}/{r.video}: {r.error}" for r in self.failed]
+        return "\n".join(lines)
+
+
+def preprocess(
+    annotations: Annotations,
+    root: str | os.PathLike,
+    cache_dir: str | os.PathLike,
+    settings: Settings,
+    *,
+    workers: int | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> Report:
+    """Fill the cache for every video of `annotations` that has frames on disk."""
+    root = Path(root)
+    if not annotations.frames:
+        raise UserError(f"no frames under {root}: preprocessing needs the dataset's frames")
+    folder = cache.cache_folder(
+        cache_dir, annotations.dataset, settings.key(annotations.dataset, root)
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(folder / "settings.json", settings.key(annotations.dataset, root))
+    atomic_write_text(folder / "intervals.csv", annotations.intervals.to_csv(index=False))
+    atomic_write_text(folder / "videos.csv", annotations.videos.to_csv(index=False))
+
+    results, jobs = [], []
+    for row in annotations.videos.itertuples(index=False):
+        out = cache.video_folder(folder, row.subject, row.video)
+        frame_list = annotations.frames.get((row.subject, row.video))
+        if frame_list is None:
+            results.append(
+                Result(row.subject, row.video, "failed", error="frames folder not found")
+            )
+        elif cache.is_done(out) and not force:
+            results.append(Result(row.subject, row.video, "skipped"))
+        else:
+            jobs.append(Job(row.subject, row.video, frame_list, float(row.fps), out))
+
+    start = time.perf_counter()
+    results += _run(jobs, settings, workers or os.cpu_count() or 1, progress)
+    return Report(folder, results, time.perf_counter() - start)
+
+
+def _run(jobs: list[Job], settings: Settings, workers: int, progress: bool) -> list[Result]:
+    total = sum(len(kept_frames(j.frames, j.source_fps, settings.fps)) for j in jobs)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.completed}/{task.total} frames"),
+        TimeRemainingColumn(),
+    )
+    results = []
+    with Progress(*columns, disable=not progress) as bar:
+        task = bar.add_task("preprocessing", total=total)
+        n = min(workers, max(len(jobs), 1))
+        with video_pool(n) as pool:
+            futures = [pool.submit(process_video, job, settings) for job in jobs]
+            for future in as_completed(futures):
+                result = future.result()
+                results.append(result)
+                bar.advance(task, result.frames)
+                if result.status == "failed":
+                    log.warning("%s/%s failed: %s", result.subject, result.video, result.error)
+                if result.disk_full:
+                    pool.shutdown(cancel_futures=True)
+                    raise UserError(
+                        f"disk full: {result.error}; free space and run again "
+                        "(finished videos are kept)"
+                    )
+    return results
+
+
+def kept_frames(frames: FrameList, source_fps: float, fps: float | None) -> list[int]:
+    """The source frame numbers kept: every frame from the first to the last number (gaps
+    included), or, when resampling to a lower rate, the frame nearest to each new time step."""
+    numbers = list(range(frames.first, frames.last + 1)) if frames.numbers else []
+    if fps is None or fps >= source_fps or not numbers:
+        return numbers
+    count = int((len(numbers) - 1) * fps / source_fps) + 1
+    return [numbers[round(k * source_fps / fps)] for k in range(count)]
+
+
+def process_video(job: Job, settings: Settings) -> Result:
+    """One video into the cache; any problem becomes a failed Result naming it."""
+    start = time.perf_counter()
+    try:
+        meta = _process(job, settings)
+    except Exception as e:  # the run goes on with the other videos
+        full = isinstance(e, OSError) and e.errno == errno.ENOSPC
+        return Result(job.subject, job.video, "failed", error=str(e), disk_full=full)
+    seconds = time.perf_counter() - start
+    frames = len(meta["source_frames"])
+    return Result(job.subject, job.video, "done", frames, seconds, face_found=meta["face"]["found"])
+
+
+def _process(job: Job, settings: Settings) -> dict:
+    if not job.frames.numbers:
+        raise UserError(f"no frames in the video's folder ({job.out.name})")
+    kept = kept_frames(job.frames, job.source_fps, settings.fps)
+    paths = _path_for_each(job.frames, kept)
+    t0 = time.perf_counter()
+    probe = [_read(paths[i], grey=True) for i in _face_probe(len(kept), settings.face_frames)]
+    height, width = probe[0].shape
+    face = detect_face(probe, settings.detector)
+    box = crop_box(face, width, height, settings.margin)
+    if face is None:
+        log.warning("%s/%s: no face found, using the centre crop", job.subject, job.video)
+    t_face = time.perf_counter() - t0
+
+    flow = make_flow(settings.flow_method, settings.flow_params)
+    shape = (settings.size, settings.size) + ((3,) if settings.colour == "rgb" else ())
+    writer = cache.VideoWriter(job.out, len(kept), shape)
+    previous: deque[np.ndarray] = deque(maxlen=settings.flow_step)
+    t_flow = 0.0
+    for t, path in enumerate(paths):
+        image = _read(path, grey=settings.colour == "grey")
+        if image.shape[:2] != (height, width):
+            raise UserError(
+                f"{path}: frame size {image.shape[1]}×{image.shape[0]} differs from "
+                f"the video's {width}×{height}"
+            )
+        face_crop = crop(image, box, settings.size)
+        grey = face_crop if face_crop.ndim == 2 else cv2.cvtColor(face_crop, cv2.COLOR_RGB2GRAY)
+        # frame t - flow_step; the first frames, which have none, take frame 0 (frame 0: zero flow)
+        reference = previous[0] if previous else grey
+        t1 = time.perf_counter()
+        writer.flow[t] = flow(reference, grey)
+        t_flow += time.perf_counter() - t1
+        writer.frames[t] = face_crop
+        previous.append(grey)
+    resampled = settings.fps is not None and settings.fps < job.source_fps
+    versions = {"mespot": mespot.__version__, "opencv": cv2.__version__, "numpy": np.__version__}
+    writer.commit(
+        {
+            "subject": job.subject,
+            "video": job.video,
+            "source_frames": kept,
+            "filled_frames": len(set(kept) - set(job.frames.numbers)),
+            "source_fps": job.source_fps,
+            "fps": settings.fps if resampled else job.source_fps,
+            "frame_size": [width, height],
+            "face": {"found": face is not None, "detected": face, "crop": list(box)},
+            "seconds": {"face": t_face, "flow": t_flow, "total": time.perf_counter() - t0},
+            "versions": versions,
+        }
+    )
+    return {"source_frames": kept, "face": {"found": face is not None}}
+
+
+def _face_probe(n_frames: int, count: int) -> list[int]:
+    """Frames searched for the face: spread over the first two hundred, so a bad first frame or
+    two cannot decide the box."""
+    return sorted(set(np.linspace(0, min(n_frames, 200) - 1, min(count, n_frames)).astype(int)))
+
+
+def _path_for_each(frames: FrameList, kept: list[int]) -> list[Path]:
+    """The file of each kept frame number; a missing number takes the previous frame's file."""
+    by_number = dict(zip(frames.numbers, frames.paths, strict=True))
+    paths, last = [], None
+    for number in range(frames.first, frames.last + 1):
+        last = by_number.get(number, last)
+        paths.append(last)
+    return [paths[n - frames.first] for n in kept]
+
+
+def _read(path: Path, grey: bool) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE if grey else cv2.IMREAD_COLOR)
+    if image is None:
+        raise UserError(f"cannot read frame {path} (missing, unreadable or corrupt image)")
+    return image if grey else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
