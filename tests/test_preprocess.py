@@ -1,7 +1,9 @@
 """Preprocessing into the cache: arrays, frame mapping, flow, hashing, resuming, bad frames."""
 
+import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +17,8 @@ import pytest
 from mespot.data import cache
 from mespot.data.adapters import load_annotations
 from mespot.data.flow import METHODS, make_flow
-from mespot.data.preprocess import Settings, kept_frames, preprocess
+from mespot.data.frames import FrameList
+from mespot.data.preprocess import Job, Settings, kept_frames, preprocess, process_video
 from mespot.data.render import Nuisance, render_video, sample_appearance
 from mespot.data.synth import MockSpec, write_mock
 from mespot.errors import UserError
@@ -75,8 +78,6 @@ def test_resampling_keeps_the_source_frame_numbers(samm, tmp_path):
 
 
 def test_kept_frames_fill_gaps_and_never_upsample():
-    from mespot.data.frames import FrameList
-
     frames = FrameList((0, 1, 3, 4), tuple(Path(f"{n}.jpg") for n in (0, 1, 3, 4)))
     assert kept_frames(frames, 30, None) == [0, 1, 2, 3, 4]
     assert kept_frames(frames, 30, 60) == [0, 1, 2, 3, 4]
@@ -177,8 +178,6 @@ def test_kill_9_leaves_nothing_half_done_and_the_next_run_finishes(casme2, tmp_p
 
 def test_a_corrupt_frame_fails_its_video_by_name_while_the_other_finishes(casme2, tmp_path):
     root = tmp_path / "data"
-    import shutil
-
     shutil.copytree(casme2, root)
     bad = root / "rawpic/s15/15_0102eatingworms/img042.jpg"
     bad.write_bytes(b"\xff\xd8 not really a jpeg")
@@ -192,8 +191,6 @@ def test_a_corrupt_frame_fails_its_video_by_name_while_the_other_finishes(casme2
 
 def test_no_face_falls_back_to_the_centre_and_says_so(casme2, tmp_path):
     root = tmp_path / "data"
-    import shutil
-
     shutil.copytree(casme2, root)
     for frame in (root / "rawpic/s15/15_0101disgustingteeth").glob("*.jpg"):
         cv2.imwrite(str(frame), np.full((120, 160, 3), 90, np.uint8))
@@ -205,8 +202,6 @@ def test_no_face_falls_back_to_the_centre_and_says_so(casme2, tmp_path):
 
 def test_empty_video_folder_fails_and_frames_absent_is_an_error(casme2, tmp_path):
     root = tmp_path / "data"
-    import shutil
-
     shutil.copytree(casme2, root)
     for frame in (root / "rawpic/s15/15_0101disgustingteeth").glob("*.jpg"):
         frame.unlink()
@@ -245,3 +240,17 @@ def test_cli_preprocesses_a_mock_and_reports(casme2, tmp_path):
     assert "videos: 2 done, 0 skipped (already cached), 0 failed; 300 frames" in result.stdout
     (folder,) = tmp_path.iterdir()
     assert json.loads((folder / "settings.json").read_text())["flow_params"] == {"preset": "medium"}
+
+
+def test_a_full_disk_is_reported_as_such(casme2, tmp_path, monkeypatch):
+    def no_space(self, meta):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self.dir / "flow.npy"))
+
+    monkeypatch.setattr(cache.VideoWriter, "commit", no_space)
+    annotations = load_annotations("casme2", casme2)
+    frames = annotations.frames[("s15", "15_0101")]
+    job = Job("s15", "15_0101", frames, 30.0, tmp_path / "s15" / "15_0101")
+    result = process_video(job, FAST)
+    assert result.status == "failed" and result.disk_full
+    assert "No space left on device" in result.error and "flow.npy" in result.error
+    assert not cache.is_done(job.out)
