@@ -5,21 +5,13 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from mespot.cli.common import CONFIG_PATH, exit_on_user_error
-from mespot.data.adapters import Policies, load_annotations
+from mespot.cli.common import CONFIG_PATH, exit_on_user_error, read_dataset
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="annotations")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    data = cfg.data
-    annotations = load_annotations(
-        data.name,
-        data.root,
-        annotations=data.annotations,
-        frames_dir=data.frames_dir,
-        policies=Policies(**data.policies),
-    )
+    annotations = read_dataset(cfg.data)
     print(annotations.summary())
     for path in annotations.write(cfg.out):
         print(f"wrote {path}")

@@ -10,6 +10,8 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from mespot.data.adapters import Policies, load_annotations
+from mespot.data.tables import Annotations
 from mespot.errors import UserError
 
 # The repository's conf/ (mespot is installed editable from a clone); absolute, because Hydra
@@ -36,3 +38,14 @@ def exit_on_user_error(task: Callable) -> Callable:
         raise SystemExit(2)
 
     return wrapper
+
+
+def read_dataset(data) -> Annotations:
+    """The dataset that a `data` config group names, read through its adapter."""
+    return load_annotations(
+        data.name,
+        data.root,
+        annotations=data.annotations,
+        frames_dir=data.frames_dir,
+        policies=Policies(**data.policies),
+    )

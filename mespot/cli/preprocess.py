@@ -5,22 +5,14 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from mespot.cli.common import CONFIG_PATH, exit_on_user_error
-from mespot.data.adapters import Policies, load_annotations
+from mespot.cli.common import CONFIG_PATH, exit_on_user_error, read_dataset
 from mespot.data.preprocess import Settings, preprocess
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="preprocess")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    data = cfg.data
-    annotations = load_annotations(
-        data.name,
-        data.root,
-        annotations=data.annotations,
-        frames_dir=data.frames_dir,
-        policies=Policies(**data.policies),
-    )
+    annotations = read_dataset(cfg.data)
     settings = Settings(
         size=cfg.size,
         colour=cfg.colour,
@@ -34,7 +26,7 @@ def main(cfg: DictConfig) -> None:
     )
     report = preprocess(
         annotations,
-        data.root,
+        cfg.data.root,
         cfg.paths.cache_dir,
         settings,
         workers=cfg.workers,
