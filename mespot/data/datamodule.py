@@ -1,0 +1,241 @@
+"""The LightningDataModule of one LOSO fold: windows of cached frames ⊕ flow, with ground truth.
+
+`test_subject` is held out; validation subjects are drawn (seeded) from the others, so epochs
+and thresholds are chosen without ever looking at the test subject. Videos are memory-mapped:
+RAM does not grow with the dataset.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+
+from mespot.data import cache
+from mespot.data.windows import clip_to_window, to_cached_indices, window_starts
+from mespot.errors import UserError
+from mespot.intervals import TYPES
+
+FLOW_CLIP = 20.0  # px; larger values are flow failures, not faces
+
+
+@dataclass
+class VideoInfo:
+    """What the model and the post-processing need to know of one cached video."""
+
+    subject: str
+    video: str
+    folder: Path
+    n_frames: int
+    fps: float
+    source_frames: list[int]
+    segments: np.ndarray  # (M, 2) ground truth in cached indices
+    labels: np.ndarray  # (M,) 0 = MaE, 1 = ME
+    ground_truth: pd.DataFrame  # the same intervals in the dataset's frame numbers
+
+
+def read_cache(folder: str | Path) -> list[VideoInfo]:
+    """Every finished video of a cache folder, with its ground truth."""
+    folder = Path(folder)
+    if not (folder / "intervals.csv").is_file():
+        raise UserError(f"{folder}: not a mespot cache folder (run mespot-preprocess first)")
+    intervals = pd.read_csv(folder / "intervals.csv", dtype={"subject": str, "video": str})
+    videos = pd.read_csv(folder / "videos.csv", dtype={"subject": str, "video": str})
+    infos = []
+    for row in videos.itertuples(index=False):
+        where = cache.video_folder(folder, row.subject, row.video)
+        if not cache.is_done(where):
+            continue
+        meta = json.loads((where / "meta.json").read_text())
+        gt = intervals[(intervals["subject"] == row.subject) & (intervals["video"] == row.video)]
+        segments = to_cached_indices(gt[["onset", "offset"]].to_numpy(), meta["source_frames"])
+        labels = gt["type"].map(TYPES.index).to_numpy()
+        n = len(meta["source_frames"])
+        infos.append(
+            VideoInfo(row.subject, row.video, where, n, meta["fps"], meta["source_frames"],
+                      segments, labels, gt.reset_index(drop=True))
+        )  # fmt: skip
+    if not infos:
+        raise UserError(f"{folder}: no finished videos in the cache")
+    return infos
+
+
+def split_subjects(
+    subjects: list[str], test_subject: str, val_subjects: int, seed: int
+) -> tuple[list[str], list[str]]:
+    """(train, validation) subjects of the fold that tests `test_subject`."""
+    if test_subject not in subjects:
+        known = ", ".join(subjects)
+        raise UserError(f"data.test_subject={test_subject!r} is not cached; subjects: {known}")
+    rest = sorted(s for s in subjects if s != test_subject)
+    if not 0 <= val_subjects < len(rest):
+        raise UserError(
+            f"data.val_subjects={val_subjects}: the fold has {len(rest)} training subjects; "
+            "leave at least one for training"
+        )
+    val = sorted(np.random.default_rng(seed).choice(rest, val_subjects, replace=False).tolist())
+    return [s for s in rest if s not in val], val
+
+
+class WindowDataset(Dataset):
+    """Windows of `window` frames, `stride` apart, over some videos."""
+
+    def __init__(self, videos: list[VideoInfo], window: int, stride: int, use_flow: bool = True,
+                 augment: bool = False, seed: int = 0):  # fmt: skip
+        self.videos, self.window, self.use_flow, self.augment = videos, window, use_flow, augment
+        self.items = [
+            (v, start) for v, info in enumerate(videos)
+            for start in window_starts(info.n_frames, window, stride)
+        ]  # fmt: skip
+        self.rng = np.random.default_rng(seed)
+        self._open: dict[int, cache.CachedVideo] = {}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def has_expression(self) -> np.ndarray:
+        """For balancing: does each window hold (part of) an expression?"""
+        return np.array([len(self._targets(v, s)[0]) > 0 for v, s in self.items])
+
+    def _targets(self, v: int, start: int):
+        info = self.videos[v]
+        return clip_to_window(info.segments, info.labels, start, self.window)
+
+    def _video(self, v: int) -> cache.CachedVideo:
+        if v not in self._open:  # one set of memory maps per worker process
+            self._open[v] = cache.load_video(self.videos[v].folder)
+        return self._open[v]
+
+    def __getitem__(self, index: int) -> dict:
+        v, start = self.items[index]
+        video = self._video(v)
+        stop = min(start + self.window, self.videos[v].n_frames)
+        frames = torch.from_numpy(np.asarray(video.frames[start:stop], dtype=np.float32) / 255.0)
+        frames = frames[:, None] if frames.ndim == 3 else frames.permute(0, 3, 1, 2)
+        channels = [frames]
+        if self.use_flow:
+            flow = np.clip(
+                np.asarray(video.flow[start:stop], dtype=np.float32), -FLOW_CLIP, FLOW_CLIP
+            )
+            channels.append(torch.from_numpy(flow).permute(0, 3, 1, 2))
+        x = torch.cat(channels, dim=1)
+        if self.augment:
+            x = self._augment(x)
+        valid = x.shape[0]
+        if valid < self.window:  # a video shorter than the window: zeros after its end
+            x = torch.cat([x, x.new_zeros(self.window - valid, *x.shape[1:])])
+        segments, labels = self._targets(v, start)
+        return {
+            "x": x,
+            "segments": torch.from_numpy(segments),
+            "labels": torch.from_numpy(labels).long(),
+            "video": v,
+            "start": start,
+            "valid": valid,
+        }
+
+    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+        """A mirrored face (flow's horizontal component changes sign) and a lighting change."""
+        n_frame_channels = x.shape[1] - (2 if self.use_flow else 0)
+        if self.rng.random() < 0.5:
+            x = x.flip(-1)
+            if self.use_flow:
+                x[:, n_frame_channels] *= -1
+        gain = float(self.rng.uniform(0.9, 1.1))
+        x[:, :n_frame_channels] = (x[:, :n_frame_channels] * gain).clamp(0, 1)
+        return x
+
+
+def collate(items: list[dict]) -> dict:
+    return {
+        "x": torch.stack([i["x"] for i in items]),
+        "segments": [i["segments"] for i in items],
+        "labels": [i["labels"] for i in items],
+        "video": torch.tensor([i["video"] for i in items]),
+        "start": torch.tensor([i["start"] for i in items]),
+        "valid": torch.tensor([i["valid"] for i in items]),
+    }
+
+
+class SpottingDataModule(pl.LightningDataModule):
+    """One LOSO fold over a preprocessed cache folder."""
+
+    def __init__(
+        self,
+        cache_folder: str,
+        test_subject: str,
+        val_subjects: int = 2,
+        window: int = 128,
+        stride: int = 64,
+        use_flow: bool = True,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        positive_fraction: float | None = 0.5,
+        augment: bool = True,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.videos: dict[str, list[VideoInfo]] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.videos:
+            return
+        hp = self.hparams
+        infos = read_cache(hp.cache_folder)
+        subjects = sorted({v.subject for v in infos})
+        train, val = split_subjects(subjects, str(hp.test_subject), hp.val_subjects, hp.seed)
+        pick = lambda names: [v for v in infos if v.subject in names]  # noqa: E731
+        self.videos = {"train": pick(train), "val": pick(val), "test": pick([hp.test_subject])}
+        self.datasets = {
+            split: WindowDataset(videos, hp.window, hp.stride, hp.use_flow,
+                                 augment=hp.augment and split == "train", seed=hp.seed)
+            for split, videos in self.videos.items()
+        }  # fmt: skip
+
+    @property
+    def in_channels(self) -> int:
+        sample = self.datasets["train"][0]["x"]
+        return sample.shape[1]
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self.datasets["train"]
+        sampler = None
+        if self.hparams.positive_fraction is not None:
+            sampler = _balanced_sampler(dataset.has_expression(), self.hparams.positive_fraction,
+                                        self.hparams.seed)  # fmt: skip
+        return self._loader(dataset, sampler=sampler, shuffle=sampler is None)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.datasets["val"])
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.datasets["test"])
+
+    def _loader(self, dataset, sampler=None, shuffle: bool = False) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.hparams.batch_size,
+            sampler=sampler,
+            shuffle=shuffle,
+            num_workers=self.hparams.num_workers,
+            collate_fn=collate,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
+
+
+def _balanced_sampler(positive: np.ndarray, fraction: float, seed: int) -> WeightedRandomSampler:
+    """Draw windows with an expression `fraction` of the time: they are rare in long videos."""
+    n_pos = int(positive.sum())
+    if n_pos == 0 or n_pos == len(positive):
+        weights = np.ones(len(positive))
+    else:
+        weights = np.where(positive, fraction / n_pos, (1 - fraction) / (len(positive) - n_pos))
+    generator = torch.Generator().manual_seed(seed)
+    return WeightedRandomSampler(weights.tolist(), len(positive), generator=generator)

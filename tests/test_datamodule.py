@@ -1,0 +1,120 @@
+"""Windows over the cache and the LOSO DataModule: splits, shapes, targets, balancing."""
+
+import numpy as np
+import pytest
+import torch
+
+from mespot.data.adapters import load_annotations
+from mespot.data.datamodule import SpottingDataModule, WindowDataset, read_cache, split_subjects
+from mespot.data.preprocess import Settings, preprocess
+from mespot.data.synth import MockSpec, write_mock
+from mespot.data.windows import clip_to_window, to_cached_indices, window_starts
+from mespot.errors import UserError
+
+
+def test_window_starts_cover_every_frame():
+    assert window_starts(300, 128, 64) == [0, 64, 128, 172]
+    assert window_starts(256, 128, 64) == [0, 64, 128]
+    assert window_starts(100, 128, 64) == [0]
+
+
+def test_source_frames_to_cached_indices():
+    identity = list(range(1, 101))
+    assert to_cached_indices([[10, 20]], identity).tolist() == [[9, 19]]
+    resampled = [1, 8, 14, 21, 28]
+    assert to_cached_indices([[8, 20]], resampled).tolist() == [[1, 2]]
+    assert to_cached_indices([[2, 16]], resampled).tolist() == [[1, 2]]
+    assert to_cached_indices([[9, 13]], resampled).tolist() == [[1, 1]]  # between kept frames
+    assert to_cached_indices([[25, 99]], resampled).tolist() == [[4, 4]]
+
+
+def test_intervals_cut_by_a_window_edge():
+    segments, labels = np.array([[10, 30], [10, 40], [100, 110], [30, 40]]), np.array([0, 1, 0, 1])
+    inside, kept = clip_to_window(segments, labels, start=20, window=64)
+    # [10,30]: 11 of 21 frames inside, kept; [10,40]: 21 of 31, kept; [100,110] outside
+    assert inside.tolist() == [[0, 10], [0, 20], [10, 20]] and kept.tolist() == [0, 1, 1]
+    inside, _ = clip_to_window(np.array([[10, 40]]), np.array([0]), start=35, window=64)
+    assert len(inside) == 0  # 6 of 31 frames visible: left to the previous window
+
+
+@pytest.fixture(scope="module")
+def cache_folder(tmp_path_factory):
+    root = write_mock(
+        MockSpec("casme2", subjects=4, videos_per_subject=1, frames=200, size=(128, 96), seed=2),
+        tmp_path_factory.mktemp("mock"),
+    )
+    settings = Settings(size=32, flow_method="dis", detector="none")
+    report = preprocess(load_annotations("casme2", root), root, tmp_path_factory.mktemp("cache"),
+                        settings, workers=2, progress=False)  # fmt: skip
+    return report.folder
+
+
+def test_fold_never_trains_or_validates_on_the_test_subject(cache_folder):
+    subjects = sorted({v.subject for v in read_cache(cache_folder)})
+    assert subjects == ["s15", "s16", "s19", "s20"]
+    for test in subjects:
+        train, val = split_subjects(subjects, test, 1, seed=0)
+        assert test not in train + val and len(val) == 1 and len(train) == 2
+    assert split_subjects(subjects, "s15", 1, seed=0) == split_subjects(subjects, "s15", 1, seed=0)
+    with pytest.raises(UserError, match="test_subject='s99' is not cached; subjects: s15"):
+        split_subjects(subjects, "s99", 1, seed=0)
+    with pytest.raises(UserError, match="val_subjects=3"):
+        split_subjects(subjects, "s15", 3, seed=0)
+
+
+@pytest.mark.parametrize(("use_flow", "channels"), [(True, 3), (False, 1)])
+def test_batches_hold_frames_and_flow_as_channels(cache_folder, use_flow, channels):
+    dm = SpottingDataModule(str(cache_folder), "s16", val_subjects=1, window=64, stride=32,
+                            use_flow=use_flow, batch_size=3)  # fmt: skip
+    dm.setup()
+    assert {v.subject for v in dm.videos["test"]} == {"s16"}
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["x"].shape == (3, 64, channels, 32, 32) and batch["x"].dtype == torch.float32
+    assert len(batch["segments"]) == 3 and all(s.shape[-1] == 2 for s in batch["segments"])
+    assert dm.in_channels == channels
+
+
+def test_window_targets_match_the_ground_truth(cache_folder):
+    videos = read_cache(cache_folder)
+    dataset = WindowDataset(videos, window=64, stride=32)
+    for index in range(len(dataset)):
+        item = dataset[index]
+        info = videos[item["video"]]
+        for (on, off), label in zip(
+            item["segments"].tolist(), item["labels"].tolist(), strict=True
+        ):
+            start = item["start"]
+            match = (
+                (info.labels == label)
+                & (info.segments[:, 0] <= on + start + 1e-6)
+                & (info.segments[:, 1] >= off + start - 1e-6)
+            )
+            assert match.any()
+    # ground truth of a whole video, in the dataset's own frame numbers → cached indices
+    info = videos[0]
+    assert (info.segments[:, 0] == info.ground_truth["onset"].to_numpy() - 1).all()
+
+
+def test_balancing_sets_the_share_of_windows_with_expressions(cache_folder):
+    for fraction in (0.25, 0.5):
+        dm = SpottingDataModule(str(cache_folder), "s16", val_subjects=1, window=32, stride=16,
+                                positive_fraction=fraction, batch_size=4)  # fmt: skip
+        dm.setup()
+        positive = dm.datasets["train"].has_expression()
+        assert 0.6 < positive.mean() < 0.9  # this mock is dense with expressions
+        sampler = dm.train_dataloader().sampler
+        drawn = [i for _ in range(40) for i in sampler]
+        assert abs(positive[drawn].mean() - fraction) < 0.08
+
+
+def test_augmentation_mirrors_the_flow_too(cache_folder):
+    videos = read_cache(cache_folder)
+    plain = WindowDataset(videos, window=32, stride=32)[0]["x"]
+    augmented = WindowDataset(videos, window=32, stride=32, augment=True, seed=1)
+    flipped = [augmented[0]["x"] for _ in range(8)]
+    mirrored = [x for x in flipped if not torch.allclose(x[:, 1:], plain[:, 1:])]
+    assert mirrored, "some draws mirror the window"
+    x = mirrored[0]
+    assert torch.allclose(x[:, 1], -plain[:, 1].flip(-1)) and torch.allclose(
+        x[:, 2], plain[:, 2].flip(-1)
+    )
