@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
-from openpyxl import load_workbook
+from openpyxl import Workbook, load_workbook
 
 from mespot.data.adapters import Policies, load_annotations
 from mespot.data.adapters.common import read_sheets
@@ -331,3 +331,45 @@ def test_full_size_workbook_alone_reads_every_row(tmp_path, dataset, videos_per_
     assert annotations.applied["malformed rows skipped (malformed=skip)"] == 0
     expected = pd.DataFrame(truth, columns=intervals.columns)
     assert_same_intervals(intervals, expected)
+
+
+def test_the_first_rows_of_the_real_files(tmp_path):
+    """The rows DATASETS.md quotes, written the way the real workbooks store them."""
+    casme2 = tmp_path / "casme2"
+    casme2.mkdir()
+    book = Workbook()
+    main = book.active
+    main.title = "CASFEcode_final"
+    main.append([1, "anger1_1", 557, 572, 608, "4+10+14", "negative", "macro-expression", "anger"])
+    main.append([1, "disgust2_3", 699, 703, 707, 43, "others", "micro-expression", "disgust"])
+    rule1 = book.create_sheet("naming rule1")
+    rule1.append(["15", "s15", 1])
+    rule1.append(["15", "s15", 1])
+    rule2 = book.create_sheet("naming rule2")
+    for code, name in (("0101", "disgust1"), ("0102", "disgust2"), ("0401", "anger1")):
+        rule2.append([code, name])
+    book.save(casme2 / "CAS(ME)^2code_final.xlsx")
+    rows = load_annotations("casme2", casme2).intervals
+    assert rows.values.tolist() == [
+        ["s15", "15_0102", 699, 703, 707, "me"],
+        ["s15", "15_0401", 557, 572, 608, "mae"],
+    ]
+
+    samm = tmp_path / "samm"
+    samm.mkdir()
+    book = Workbook()
+    sheet = book.active
+    sheet.title = "FACS_Movement_Only"
+    for _ in range(9):
+        sheet.append(["note"])
+    sheet.append(["Subject", "Filename", "Inducement Code", "Onset", "Apex", "Offset",
+                  "Duration", "Type", "Action Units", "Notes"])  # fmt: skip
+    sheet.append(["006", "006_1_1", 1, 566.4000000000001, 647.6, 743.2, 177.8, "Macro",
+                  "4(B/C)+7B", None])  # fmt: skip
+    sheet.append(["006", "006_1_2", 1, 1034.0, -1, 1061.0, 28, "Micro - 1/2", 4, "While blinking"])
+    book.save(samm / "SAMM_LongVideos_V2_Release.xlsx")
+    rows = load_annotations("sammlv", samm).intervals
+    assert rows.values.tolist() == [
+        ["006", "006_1", 566, 648, 743, "mae"],
+        ["006", "006_1", 1034, -1, 1061, "me"],
+    ]
