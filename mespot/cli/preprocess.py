@@ -3,27 +3,22 @@
 from __future__ import annotations
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from mespot.cli.common import CONFIG_PATH, exit_on_user_error, read_dataset
-from mespot.data.preprocess import Settings, preprocess
+from mespot.cli.common import (
+    CONFIG_PATH,
+    exit_on_user_error,
+    preprocessing_settings,
+    read_dataset,
+)
+from mespot.data.preprocess import preprocess
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="preprocess")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     annotations = read_dataset(cfg.data)
-    settings = Settings(
-        size=cfg.size,
-        colour=cfg.colour,
-        detector=cfg.face.detector,
-        margin=cfg.face.margin,
-        face_frames=cfg.face.frames,
-        fps=cfg.fps,
-        flow_method=cfg.flow.method,
-        flow_params=OmegaConf.to_container(cfg.flow.params),
-        flow_step=cfg.flow.step,
-    )
+    settings = preprocessing_settings(cfg)
     report = preprocess(
         annotations,
         cfg.data.root,

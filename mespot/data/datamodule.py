@@ -33,7 +33,7 @@ class VideoInfo:
     video: str
     folder: Path
     n_frames: int
-    fps: float
+    source_fps: float  # of the dataset's frame numbers (duration limits are in seconds)
     source_frames: list[int]
     segments: np.ndarray  # (M, 2) ground truth in cached indices
     labels: np.ndarray  # (M,) 0 = MaE, 1 = ME
@@ -58,7 +58,7 @@ def read_cache(folder: str | Path) -> list[VideoInfo]:
         labels = gt["type"].map(TYPES.index).to_numpy()
         n = len(meta["source_frames"])
         infos.append(
-            VideoInfo(row.subject, row.video, where, n, meta["fps"], meta["source_frames"],
+            VideoInfo(row.subject, row.video, where, n, meta["source_fps"], meta["source_frames"],
                       segments, labels, gt.reset_index(drop=True))
         )  # fmt: skip
     if not infos:

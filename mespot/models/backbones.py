@@ -1,0 +1,149 @@
+"""Per-frame 2D backbones (DESIGN.md §4): one D-vector per image, then per window (B, D, L).
+
+Every backbone is a timm model built from plain data (no weights are ever downloaded), with
+global average pooling and no classifier, so forward maps (N, C, H, W) → (N, D) and the module
+carries `out_dim` = D. `width` options give CPU-sized variants of the same architectures.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+
+import timm
+import torch
+from timm.models.densenet import DenseNet
+from timm.models.vovnet import VovNet
+from torch import nn
+
+from mespot.errors import UserError
+
+# The paper's Table 1. The paper lists the "Inception" stem as 3×3/64/s2, 3×3/128/s2 while its
+# text says "three convolution layers"; timm's VoVNet stem is exactly that with the middle layer
+# made explicit: 3×3/stem_chs[0]/s2 → 3×3/stem_chs[1]/s1 → 3×3/stem_chs[2]/s2 (stem stride 4),
+# so [64, 64, 128] gives 64/s2, (64/s1), 128/s2. The first OSA stage then has no max-pool and
+# stages 2-4 each start with a stride-2 max-pool (total stride 32), as in the VoVNet paper.
+VOVNET_PAPER = dict(
+    stem_chs=[64, 64, 128],
+    stage_conv_chs=[64, 80, 96, 112],
+    stage_out_chs=[128, 256, 384, 512],
+    layer_per_block=5,
+    block_per_stage=[1, 1, 1, 1],
+    residual=False,
+    depthwise=False,
+    attn="",
+)
+
+# The standard ResNet widths (stem, then the four stages' base channels) that `width` scales.
+_RESNET_STEM = 64
+_RESNET_CHANNELS = (64, 128, 256, 512)
+
+
+def scale_channels(channels: int, width: float) -> int:
+    """`channels * width` rounded to a multiple of 8 (at least 8): keeps narrow variants valid."""
+    return max(8, round(channels * width / 8) * 8)
+
+
+def _vovnet(in_chans: int, *, width: float = 1.0) -> nn.Module:
+    """The paper's VoVNet (Table 1); `width` multiplies every channel count."""
+    cfg = dict(VOVNET_PAPER)
+    for key in ("stem_chs", "stage_conv_chs", "stage_out_chs"):
+        cfg[key] = [scale_channels(c, width) for c in VOVNET_PAPER[key]]
+    return VovNet(cfg, in_chans=in_chans, num_classes=0, global_pool="avg")
+
+
+def _resnet(
+    in_chans: int,
+    *,
+    model: str = "resnet18",
+    width: float = 1.0,
+    layers: Sequence[int] | None = None,
+) -> nn.Module:
+    """Any timm ResNet by name; `width` scales the stem and stage widths, `layers` the depth.
+
+    timm's ResNet entry points let keyword arguments override their own config, so a narrow or
+    shallow variant keeps the block type (basic/bottleneck) of the named model.
+    """
+    known = timm.list_models(module="resnet")
+    if model not in known:
+        raise UserError(f"unknown ResNet model {model!r}; timm's ResNets include {known[:8]}, …")
+    overrides: dict = {}
+    if width != 1.0:
+        overrides["stem_width"] = scale_channels(_RESNET_STEM, width)
+        overrides["channels"] = tuple(scale_channels(c, width) for c in _RESNET_CHANNELS)
+    if layers is not None:
+        overrides["layers"] = tuple(int(n) for n in layers)
+    return timm.create_model(
+        model, pretrained=False, in_chans=in_chans, num_classes=0, global_pool="avg", **overrides
+    )
+
+
+def _densenet(
+    in_chans: int,
+    *,
+    growth_rate: int = 32,
+    block_config: Sequence[int] = (6, 12, 24, 16),
+    bn_size: int = 4,
+) -> nn.Module:
+    """timm DenseNet (default: densenet121). The stem width is timm's 2 × growth_rate."""
+    return DenseNet(
+        growth_rate=growth_rate,
+        block_config=tuple(int(n) for n in block_config),
+        bn_size=bn_size,
+        in_chans=in_chans,
+        num_classes=0,
+        global_pool="avg",
+    )
+
+
+BACKBONES: dict[str, Callable[..., nn.Module]] = {
+    "vovnet": _vovnet,
+    "resnet": _resnet,
+    "densenet": _densenet,
+}
+
+
+def _check_options(name: str, builder: Callable[..., nn.Module], options: dict) -> None:
+    """Name every unknown option at once (a plain TypeError would name only the first)."""
+    accepted = [p for p in inspect.signature(builder).parameters if p != "in_chans"]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise UserError(f"unknown option(s) {unknown} for backbone {name!r}; accepted: {accepted}")
+
+
+def build_backbone(name: str, in_chans: int, **options) -> nn.Module:
+    """Build a per-frame backbone: forward (N, in_chans, H, W) → (N, out_dim)."""
+    if name not in BACKBONES:
+        raise UserError(f"unknown backbone {name!r}; known: {sorted(BACKBONES)}")
+    builder = BACKBONES[name]
+    _check_options(name, builder, options)
+    model = builder(in_chans, **options)
+    model.out_dim = int(model.num_features)
+    return model
+
+
+class FrameEncoder(nn.Module):
+    """Apply a per-frame backbone to every frame of a window: (B, L, C, H, W) → (B, D, L).
+
+    The output is channels-first over time so 1D temporal convolutions follow directly.
+    `chunk` bounds memory by running at most that many frames through the backbone at once; in
+    training mode BatchNorm then sees per-chunk statistics, so results match unchunked runs
+    exactly only in eval mode.
+    """
+
+    def __init__(self, backbone: nn.Module, chunk: int | None = None) -> None:
+        super().__init__()
+        if chunk is not None and chunk < 1:
+            raise UserError(f"chunk must be a positive number of frames, got {chunk}")
+        self.backbone = backbone
+        self.chunk = chunk
+        self.out_dim = int(backbone.out_dim)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        batch, length = frames.shape[:2]
+        images = frames.flatten(0, 1)
+        if self.chunk is None:
+            features = self.backbone(images)
+        else:
+            features = torch.cat([self.backbone(part) for part in images.split(self.chunk)])
+        return features.view(batch, length, -1).transpose(1, 2)

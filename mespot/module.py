@@ -1,0 +1,153 @@
+"""SpotterModule: per-frame backbone → temporal FPN → anchor-free head → focal + L1 + IoU loss.
+
+Validation decodes every window, post-processes each validation video and picks the score
+threshold that maximises the validation subjects' F1; the threshold is a buffer, so the
+checkpoint of the best epoch carries it and the test subject is scored with it, frozen.
+`test` writes predictions.csv and metrics.json into the trainer's root folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pandas as pd
+import torch
+from torch import Tensor
+
+from mespot.files import atomic_write_json, atomic_write_text
+from mespot.metrics import SpottingMetric
+from mespot.models.backbones import FrameEncoder, build_backbone
+from mespot.models.fpn import TemporalFPN
+from mespot.models.head import SpottingHead, assign_targets, decode, default_ranges, make_points
+from mespot.models.losses import SpottingLoss
+from mespot.postprocess import apply_threshold, best_threshold, postprocess_video
+
+
+class SpotterModule(pl.LightningModule):
+    def __init__(
+        self,
+        in_chans: int,
+        backbone: Mapping,  # name + options of mespot.models.backbones.build_backbone
+        neck: Mapping,  # level_dims, out_dim of TemporalFPN
+        head: Mapping | None = None,  # num_convs, prior_prob, ranges, center_sample, radius
+        loss: Mapping | None = None,  # weights focal, l1, iou (+ SpottingLoss options)
+        decoding: Mapping | None = None,  # score_threshold, top_k per window
+        postprocess: Mapping | None = None,  # iou_threshold, max_per_video, limits (seconds)
+        optimizer: Callable | None = None,  # partial(torch.optim.X, lr=…): gets the parameters
+        scheduler: Callable | None = None,  # partial(torch.optim.lr_scheduler.Y, …)
+        chunk: int | None = None,  # frames per backbone pass, to bound memory
+    ):
+        super().__init__()
+        # plain values only, so checkpoints load with torch.load(weights_only=True)
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
+        self.make_optimizer, self.make_scheduler = optimizer, scheduler
+        options = dict(backbone)
+        self.encoder = FrameEncoder(build_backbone(options.pop("name"), in_chans, **options), chunk)
+        self.neck = TemporalFPN(self.encoder.out_dim, **neck)
+        head = dict(head or {})
+        self.assign = {k: head.pop(k) for k in ("center_sample", "radius") if k in head}
+        ranges = head.pop("ranges", None)
+        self.ranges = (
+            [tuple(r) for r in ranges] if ranges else default_ranges(len(neck["level_dims"]))
+        )
+        self.head = SpottingHead(self.neck.out_dim, strides=self.neck.strides, **head)
+        self.loss = SpottingLoss(**(loss or {}))
+        self.decoding = dict(decoding or {})
+        self.postprocess = dict(postprocess or {})
+        self.register_buffer("threshold", torch.tensor(0.0))  # chosen on validation subjects
+        self.metric = SpottingMetric()
+        self._outputs: list[tuple[int, int, Tensor, Tensor, Tensor]] = []
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(B, L, C, H, W) → class logits (B, P, 2), distances (B, P, 2), points (P, 4)."""
+        features = self.neck(self.encoder(x))
+        logits, offsets = self.head(features)
+        lengths = [f.shape[-1] for f in features]
+        points = make_points(lengths, self.neck.strides, self.ranges, device=x.device)
+        return logits, offsets, points
+
+    def _losses(self, batch: dict) -> tuple[dict, Tensor, Tensor, Tensor]:
+        logits, offsets, points = self(batch["x"])
+        targets = [
+            assign_targets(
+                points, s.to(points), lab.to(points.device), num_classes=2, **self.assign
+            )
+            for s, lab in zip(batch["segments"], batch["labels"], strict=True)
+        ]
+        cls_t, reg_t, pos = (torch.stack(t) for t in zip(*targets, strict=True))
+        losses = self.loss(logits, offsets, cls_t, reg_t, pos, points[:, 1])
+        return losses, logits, offsets, points
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        losses, *_ = self._losses(batch)
+        self._log_losses("train", losses, len(batch["x"]))
+        return losses["loss"]
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluation_step("val", batch)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluation_step("test", batch)
+
+    def _evaluation_step(self, split: str, batch: dict) -> None:
+        losses, logits, offsets, points = self._losses(batch)
+        self._log_losses(split, losses, len(batch["x"]))
+        for b in range(len(batch["x"])):
+            segments, scores, labels = decode(points, logits[b], offsets[b], **self.decoding)
+            video, start = int(batch["video"][b]), int(batch["start"][b])
+            self._outputs.append((video, start, segments.cpu(), scores.cpu(), labels.cpu()))
+
+    def _log_losses(self, split: str, losses: dict, batch_size: int) -> None:
+        values = {f"{split}/{k}": v for k, v in losses.items() if k != "num_pos"}
+        self.log_dict(values, prog_bar=split == "train", batch_size=batch_size, on_epoch=True)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            self._outputs.clear()
+            return
+        predictions, ground_truth, videos = self._predictions("val")
+        threshold, _ = best_threshold(predictions, ground_truth, videos=videos)
+        self.threshold.fill_(threshold)
+        self._log_scores("val", apply_threshold(predictions, threshold), ground_truth, videos)
+        self.log("val/threshold", threshold)
+
+    def on_test_epoch_end(self) -> None:
+        predictions, ground_truth, videos = self._predictions("test")
+        predictions = apply_threshold(predictions, float(self.threshold))
+        result = self._log_scores("test", predictions, ground_truth, videos)
+        out = Path(self.trainer.default_root_dir)
+        atomic_write_text(out / "predictions.csv", predictions.to_csv(index=False))
+        atomic_write_json(
+            out / "metrics.json", {**result.to_dict(), "threshold": float(self.threshold)}
+        )
+
+    def _predictions(self, split: str) -> tuple[pd.DataFrame, pd.DataFrame, list]:
+        """Every video of the split: post-processed predictions (unthresholded), ground truth."""
+        infos = self.trainer.datamodule.videos[split]
+        windows: dict[int, list] = {v: [] for v in range(len(infos))}
+        for video, start, segments, scores, labels in self._outputs:
+            windows[video].append((start, segments, scores, labels))
+        self._outputs.clear()
+        tables = [
+            postprocess_video(info.subject, info.video, windows[v], info.source_frames,
+                              info.source_fps, **self.postprocess)
+            for v, info in enumerate(infos)
+        ]  # fmt: skip
+        predictions = pd.concat(tables, ignore_index=True)
+        ground_truth = pd.concat([info.ground_truth for info in infos], ignore_index=True)
+        return predictions, ground_truth, [(info.subject, info.video) for info in infos]
+
+    def _log_scores(self, split: str, predictions, ground_truth, videos):
+        self.metric.reset()
+        self.metric.update(predictions, ground_truth, videos=videos)
+        self.log_dict({f"{split}/{k}": v for k, v in self.metric.compute().items()})
+        return self.metric.evaluation()
+
+    def configure_optimizers(self):
+        make_optimizer = self.make_optimizer or (lambda p: torch.optim.Adam(p, lr=0.005))
+        optimizer = make_optimizer(self.parameters())
+        if self.make_scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": self.make_scheduler(optimizer)}

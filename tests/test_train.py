@@ -1,0 +1,126 @@
+"""`mespot-train`: real Hydra configs, a real Lightning trainer, one LOSO fold on a tiny mock."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from mespot.cli.common import CONFIG_PATH
+from mespot.data.adapters import load_annotations
+from mespot.data.preprocess import Settings, preprocess
+from mespot.data.synth import MockSpec, write_mock
+from mespot.intervals import read_intervals
+from mespot.metrics import evaluate
+
+TINY = [
+    "preprocessing.size=32",
+    "preprocessing.flow.method=dis",
+    "preprocessing.face.detector=none",
+]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """A 3-subject mock CAS(ME)² and its cache, preprocessed as TINY says."""
+    root = write_mock(
+        MockSpec("casme2", subjects=3, videos_per_subject=1, frames=200, size=(96, 72), seed=4),
+        tmp_path_factory.mktemp("mock"),
+    )
+    cache_dir = tmp_path_factory.mktemp("cache")
+    settings = Settings(
+        size=32, flow_method="dis", flow_params={"preset": "medium"}, detector="none"
+    )
+    preprocess(load_annotations("casme2", root), root, cache_dir, settings, workers=1,
+               progress=False)  # fmt: skip
+    return root, cache_dir
+
+
+def train(dataset, tmp_path, *overrides):
+    root, cache_dir = dataset
+    command = [str(Path(sys.executable).parent / "mespot-train"), "debug=default",
+               f"data.root={root}", f"paths.cache_dir={cache_dir}", f"paths.log_dir={tmp_path}",
+               "data.test_subject=s16", "callbacks.progress=null", *TINY, *overrides]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+
+
+def run_dirs(tmp_path):
+    return sorted((tmp_path / "train" / "runs").iterdir())
+
+
+@pytest.mark.parametrize(
+    "backbone",
+    [
+        ["model/backbone=vovnet_small"],
+        ["model/backbone=resnet_small"],
+        ["model/backbone=densenet_small"],
+    ],
+)
+def test_configs_compose_and_build_every_backbone(backbone):
+    with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
+        cfg = compose("train", overrides=["debug=default", "data.root=x", "data.test_subject=s1",
+                                          *backbone])  # fmt: skip
+    model = instantiate(cfg.model, in_chans=3, _convert_="all")
+    logits, offsets, points = model(torch.zeros(1, 32, 3, 32, 32))
+    assert logits.shape == (1, points.shape[0], 2) and offsets.shape == (1, points.shape[0], 2)
+
+
+def test_paper_config_is_the_papers():
+    with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
+        cfg = compose("train", overrides=["data.root=x", "data.test_subject=s1"])
+    assert cfg.model.backbone.name == "vovnet" and cfg.model.optimizer.lr == 0.005
+    assert list(cfg.model.neck.level_dims) == [512, 1024, 1024, 1024, 2048]
+    assert cfg.data.batch_size == 32 and cfg.data.window == 128
+    assert (cfg.model.loss.focal, cfg.model.loss.l1, cfg.model.loss.iou) == (1.0, 1.0, 1.0)
+
+
+def test_one_fold_trains_tests_the_held_out_subject_and_writes_its_results(dataset, tmp_path):
+    result = train(dataset, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = run_dirs(tmp_path)
+    predictions = read_intervals(run / "predictions.csv", scored=True)
+    assert set(predictions["subject"]) <= {"s16"}
+    metrics = json.loads((run / "metrics.json").read_text())
+    truth = pd.read_csv(dataset[0] / "ground_truth.csv", dtype={"subject": str})
+    truth = truth[truth["subject"] == "s16"]
+    expected = evaluate(predictions, truth, videos=[("s16", "16_0101")]).to_dict()
+    assert {k: metrics[k] for k in expected} == expected
+    assert 0.0 <= metrics["threshold"] <= 1.0
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert (run / ".hydra" / "config.yaml").is_file()  # the resolved config, for reproduction
+    # checkpoints hold plain values: they load without unpickling code
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert "threshold" in checkpoint["state_dict"]
+
+
+def test_training_resumes_from_a_checkpoint(dataset, tmp_path):
+    assert train(dataset, tmp_path).returncode == 0
+    (first,) = run_dirs(tmp_path)
+    resumed = train(dataset, tmp_path, f"ckpt_path={first}/checkpoints/last.ckpt",
+                    "trainer.max_epochs=2")  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Restoring states from the checkpoint" in resumed.stdout + resumed.stderr
+    second = run_dirs(tmp_path)[-1]
+    logged = pd.read_csv(second / "csv" / "version_0" / "metrics.csv")
+    trained = logged.dropna(subset=["train/loss_epoch"])["epoch"]
+    assert set(trained.astype(int)) == {1}  # only the epoch not trained before
+
+
+def test_without_flow_the_input_is_frames_only(dataset, tmp_path):
+    result = train(dataset, tmp_path, "data.use_flow=false", "test=false")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = run_dirs(tmp_path)
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["hyper_parameters"]["in_chans"] == 1
+
+
+def test_missing_cache_says_which_command_fills_it(dataset, tmp_path):
+    result = train(dataset, tmp_path, "preprocessing.size=48")
+    assert result.returncode == 2
+    assert "no cache for these settings" in result.stderr and "mespot-preprocess" in result.stderr
+    assert result.stderr.count("\n") == 1
