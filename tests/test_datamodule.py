@@ -118,3 +118,14 @@ def test_augmentation_mirrors_the_flow_too(cache_folder):
     assert torch.allclose(x[:, 1], -plain[:, 1].flip(-1)) and torch.allclose(
         x[:, 2], plain[:, 2].flip(-1)
     )
+
+
+@pytest.mark.parametrize(
+    ("n_frames", "window", "stride"), [(300, 128, 64), (97, 32, 16), (20, 32, 16)]
+)
+def test_evaluation_windows_cover_every_frame(n_frames, window, stride):
+    covered = np.zeros(n_frames, dtype=int)
+    for start in window_starts(n_frames, window, stride):
+        covered[start : start + window] += 1
+    assert (covered >= 1).all()  # every frame is seen; overlaps are merged by NMS afterwards
+    assert covered.max() <= window // stride + 1  # the last window sits flush with the end

@@ -124,3 +124,10 @@ def test_missing_cache_says_which_command_fills_it(dataset, tmp_path):
     assert result.returncode == 2
     assert "no cache for these settings" in result.stderr and "mespot-preprocess" in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+def test_fast_dev_run(dataset, tmp_path):
+    result = train(dataset, tmp_path, "+trainer.fast_dev_run=true")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = run_dirs(tmp_path)
+    assert (run / "predictions.csv").is_file() and (run / "metrics.json").is_file()
