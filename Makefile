@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint format clean
+.PHONY: install test lint format bench clean
 
 install: $(STAMP)
 
@@ -26,6 +26,12 @@ lint: install
 format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# Preprocessing speed, flow accuracy and memory → experiments/bench/preprocess.{json,md} (~5 min);
+# model sizes, train/infer speed and epoch memory → experiments/bench/training.{json,md} (~5 min).
+bench: install
+	$(BIN)/python -m mespot.bench.preprocess
+	$(BIN)/python -m mespot.bench.training
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

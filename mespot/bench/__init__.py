@@ -1,0 +1,1 @@
+"""Benchmarks: speed, accuracy and memory of mespot's pipeline stages (`make bench`)."""
