@@ -131,3 +131,13 @@ def test_fast_dev_run(dataset, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = run_dirs(tmp_path)
     assert (run / "predictions.csv").is_file() and (run / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize("backbone", ["vovnet_small", "resnet_small", "densenet_small"])
+def test_mock_experiment_composes_with_each_backbone_one_override_apart(backbone):
+    with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=mock_cpu", "data.test_subject=s15",
+                                          f"model/backbone={backbone}"])  # fmt: skip
+    assert cfg.data.root == "data/mock/casme2" and cfg.trainer.accelerator == "cpu"
+    model = instantiate(cfg.model, in_chans=3, _convert_="all")
+    assert sum(p.numel() for p in model.parameters()) < 1_000_000
