@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
+from mespot.files import atomic_write_json, atomic_write_text
+
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO / "experiments" / "bench"
 
@@ -117,3 +119,10 @@ def peak_rss_run(command: Sequence[str], cwd: Path) -> tuple[float, str]:
     if report["returncode"] != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{report['stderr']}")
     return maxrss_mb(report["ru_maxrss"]), report["stdout"]
+
+
+def write_report(result: dict, out_dir: Path, name: str, markdown) -> tuple[Path, Path]:
+    """<name>.json and <name>.md (rendered by `markdown`), each written atomically."""
+    json_path = atomic_write_json(out_dir / f"{name}.json", result)
+    md_path = atomic_write_text(out_dir / f"{name}.md", markdown(result))
+    return json_path, md_path

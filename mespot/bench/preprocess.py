@@ -40,10 +40,10 @@ from mespot.bench.common import (
     num,
     peak_rss_run,
     run,
+    write_report,
 )
 from mespot.data.flow import FlowFn, make_flow
 from mespot.data.render import Nuisance, face_box, render_video, sample_appearance
-from mespot.files import atomic_write_json, atomic_write_text
 
 SIZE = 128  # the cache's crop size
 CASME2_FRAMES = 254_000  # frames in CAS(ME)²'s long videos
@@ -827,9 +827,7 @@ def cached_kb_per_frame() -> float:
 
 def write_results(result: dict, out_dir: Path) -> tuple[Path, Path]:
     """preprocess.json and preprocess.md, each written atomically."""
-    json_path = atomic_write_json(out_dir / "preprocess.json", result)
-    md_path = atomic_write_text(out_dir / "preprocess.md", markdown(result))
-    return json_path, md_path
+    return write_report(result, out_dir, "preprocess", markdown)
 
 
 # --------------------------------------------------------------------------- command line

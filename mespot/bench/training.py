@@ -31,13 +31,12 @@ import torch
 from omegaconf import OmegaConf
 
 from mespot.bench import common
-from mespot.bench.common import DEFAULT_OUT, load_average, log, num, peak_rss_run
+from mespot.bench.common import DEFAULT_OUT, load_average, log, num, peak_rss_run, write_report
 from mespot.cli.common import CONFIG_PATH
 from mespot.data.adapters import load_annotations
 from mespot.data.datamodule import SpottingDataModule, read_cache
 from mespot.data.preprocess import Settings, preprocess
 from mespot.data.synth import MockSpec, write_mock
-from mespot.files import atomic_write_json, atomic_write_text
 from mespot.models.fpn import PAPER, SMALL
 from mespot.module import SpotterModule
 
@@ -586,9 +585,7 @@ def markdown(result: dict) -> str:
 
 def write_results(result: dict, out_dir: Path) -> tuple[Path, Path]:
     """training.json and training.md, each written atomically."""
-    json_path = atomic_write_json(out_dir / "training.json", result)
-    md_path = atomic_write_text(out_dir / "training.md", markdown(result))
-    return json_path, md_path
+    return write_report(result, out_dir, "training", markdown)
 
 
 # --------------------------------------------------------------------------- command line
