@@ -4,6 +4,10 @@ Validation decodes every window, post-processes each validation video and picks 
 threshold that maximises the validation subjects' F1; the threshold is a buffer, so the
 checkpoint of the best epoch carries it and the test subject is scored with it, frozen.
 `test` writes predictions.csv and metrics.json into the trainer's root folder.
+
+Under DDP every rank first gathers the window outputs of all ranks (`gather_outputs`), so every
+rank post-processes and scores every video and picks the same threshold; only global rank zero
+writes the files.
 """
 
 from __future__ import annotations
@@ -14,15 +18,35 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pandas as pd
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from mespot.files import atomic_write_json, atomic_write_text
-from mespot.metrics import SpottingMetric
+from mespot.metrics import evaluate
 from mespot.models.backbones import FrameEncoder, build_backbone
 from mespot.models.fpn import TemporalFPN
 from mespot.models.head import SpottingHead, assign_targets, decode, default_ranges, make_points
 from mespot.models.losses import SpottingLoss
 from mespot.postprocess import apply_threshold, best_threshold, postprocess_video
+
+WindowOutput = tuple[int, int, Tensor, Tensor, Tensor]  # video, start, segments, scores, labels
+
+
+def gather_outputs(outputs: list[WindowOutput]) -> list[WindowOutput]:
+    """Every rank's window outputs, on every rank, one per (video, start), sorted by it.
+
+    Under DDP each rank evaluates only its shard of the windows, but a video's predictions need
+    all of its (overlapping) windows, and every rank must choose the same threshold. The
+    DistributedSampler pads the shards with repeated windows: they are kept once, so that
+    duplicates cannot survive NMS (with iou_threshold=1 it suppresses nothing). Without a process
+    group of several ranks, the outputs are returned as they are.
+    """
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return outputs
+    shards: list = [None] * dist.get_world_size()
+    dist.all_gather_object(shards, outputs)
+    unique = {(video, start): output for shard in shards for video, start, *output in shard}
+    return [(video, start, *unique[video, start]) for video, start in sorted(unique)]
 
 
 class SpotterModule(pl.LightningModule):
@@ -57,8 +81,7 @@ class SpotterModule(pl.LightningModule):
         self.decoding = dict(decoding or {})
         self.postprocess = dict(postprocess or {})
         self.register_buffer("threshold", torch.tensor(0.0))  # chosen on validation subjects
-        self.metric = SpottingMetric()
-        self._outputs: list[tuple[int, int, Tensor, Tensor, Tensor]] = []
+        self._outputs: list[WindowOutput] = []
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(B, L, C, H, W) → class logits (B, P, 2), distances (B, P, 2), points (P, 4)."""
@@ -101,7 +124,9 @@ class SpotterModule(pl.LightningModule):
 
     def _log_losses(self, split: str, losses: dict, batch_size: int) -> None:
         values = {f"{split}/{k}": v for k, v in losses.items() if k != "num_pos"}
-        self.log_dict(values, prog_bar=split == "train", batch_size=batch_size, on_epoch=True)
+        self.log_dict(
+            values, prog_bar=split == "train", batch_size=batch_size, on_epoch=True, sync_dist=True
+        )
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
@@ -111,12 +136,14 @@ class SpotterModule(pl.LightningModule):
         threshold, _ = best_threshold(predictions, ground_truth, videos=videos)
         self.threshold.fill_(threshold)
         self._log_scores("val", apply_threshold(predictions, threshold), ground_truth, videos)
-        self.log("val/threshold", threshold)
+        self.log("val/threshold", threshold, sync_dist=True)
 
     def on_test_epoch_end(self) -> None:
         predictions, ground_truth, videos = self._predictions("test")
         predictions = apply_threshold(predictions, float(self.threshold))
         result = self._log_scores("test", predictions, ground_truth, videos)
+        if not self.trainer.is_global_zero:
+            return
         out = Path(self.trainer.default_root_dir)
         atomic_write_text(out / "predictions.csv", predictions.to_csv(index=False))
         atomic_write_json(
@@ -127,7 +154,7 @@ class SpotterModule(pl.LightningModule):
         """Every video of the split: post-processed predictions (unthresholded), ground truth."""
         infos = self.trainer.datamodule.videos[split]
         windows: dict[int, list] = {v: [] for v in range(len(infos))}
-        for video, start, segments, scores, labels in self._outputs:
+        for video, start, segments, scores, labels in gather_outputs(self._outputs):
             windows[video].append((start, segments, scores, labels))
         self._outputs.clear()
         tables = [
@@ -140,10 +167,23 @@ class SpotterModule(pl.LightningModule):
         return predictions, ground_truth, [(info.subject, info.video) for info in infos]
 
     def _log_scores(self, split: str, predictions, ground_truth, videos):
-        self.metric.reset()
-        self.metric.update(predictions, ground_truth, videos=videos)
-        self.log_dict({f"{split}/{k}": v for k, v in self.metric.compute().items()})
-        return self.metric.evaluation()
+        """Scores of the predictions, logged as e.g. `val/overall_f1`.
+
+        Every rank holds every video's predictions (gather_outputs), so it scores them all
+        itself with `evaluate`; SpottingMetric would sum the ranks' equal counts. The values are
+        equal on every rank: sync_dist only averages equal values (and keeps Lightning from
+        warning), and they stay logged on every rank, as each rank's checkpoint callback
+        monitors `val/overall_f1` (rank_zero_only would hide it from the others).
+        """
+        result = evaluate(predictions, ground_truth, videos=videos)
+        by_name = dict(result.counts, overall=result.overall)
+        scores = {
+            f"{split}/{name}_{stat}": float(getattr(counts, stat))
+            for name, counts in by_name.items()
+            for stat in ("precision", "recall", "f1")
+        }
+        self.log_dict(scores, sync_dist=True)
+        return result
 
     def configure_optimizers(self):
         make_optimizer = self.make_optimizer or (lambda p: torch.optim.Adam(p, lr=0.005))

@@ -1,9 +1,13 @@
-"""Worker processes for per-video work (preprocessing, rendering mock datasets)."""
+"""Parallel work: processes per video (preprocessing, mock datasets) and cores or GPUs per fold."""
 
 from __future__ import annotations
 
+import fcntl
 import multiprocessing
+import os
+import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import cv2
 
@@ -18,3 +22,46 @@ def _single_threaded_opencv() -> None:
 def video_pool(workers: int) -> ProcessPoolExecutor:
     """Parallel over videos: one process each, OpenCV single-threaded inside."""
     return ProcessPoolExecutor(workers, mp_context=_SPAWN, initializer=_single_threaded_opencv)
+
+
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def fold_threads(launcher) -> int:
+    """CPU threads for one fold: the cores shared out among the folds a joblib launcher runs at
+    once (its n_jobs, -1 meaning one per core); every core when folds run one at a time."""
+    cores = available_cores()
+    if "joblib" not in str(launcher.get("_target_", "")).lower():
+        return cores
+    n_jobs = int(launcher.get("n_jobs") or 1)
+    parallel = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)
+    return max(1, cores // parallel)
+
+
+_claimed: tuple[int, object] | None = None  # (GPU, its open lock file) of this process
+
+
+def claim_gpu(folder: Path, count: int) -> int:
+    """A GPU no other fold holds: the first of `count` whose lock file in `folder` is free.
+
+    A launcher's worker process keeps its GPU for every fold it runs, so N workers on N GPUs
+    never share one; the lock dies with the process, whatever kills it."""
+    global _claimed
+    if count < 2:
+        return 0
+    if _claimed is None:
+        folder.mkdir(parents=True, exist_ok=True)
+        while _claimed is None:
+            for index in range(count):
+                handle = open(folder / f".gpu{index}.lock", "w")  # noqa: SIM115 (held open)
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    handle.close()
+                    continue
+                _claimed = (index, handle)
+                break
+            else:
+                time.sleep(1.0)  # more folds than GPUs: wait for one to finish
+    return _claimed[0]

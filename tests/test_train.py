@@ -8,41 +8,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import TINY
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from mespot.cli.common import CONFIG_PATH
-from mespot.data.adapters import load_annotations
-from mespot.data.preprocess import Settings, preprocess
-from mespot.data.synth import MockSpec, write_mock
 from mespot.intervals import read_intervals
 from mespot.metrics import evaluate
 
-TINY = [
-    "preprocessing.size=32",
-    "preprocessing.flow.method=dis",
-    "preprocessing.face.detector=none",
-]
 
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    """A 3-subject mock CAS(ME)² and its cache, preprocessed as TINY says."""
-    root = write_mock(
-        MockSpec("casme2", subjects=3, videos_per_subject=1, frames=200, size=(96, 72), seed=4),
-        tmp_path_factory.mktemp("mock"),
-    )
-    cache_dir = tmp_path_factory.mktemp("cache")
-    settings = Settings(
-        size=32, flow_method="dis", flow_params={"preset": "medium"}, detector="none"
-    )
-    preprocess(load_annotations("casme2", root), root, cache_dir, settings, workers=1,
-               progress=False)  # fmt: skip
-    return root, cache_dir
-
-
-def train(dataset, tmp_path, *overrides):
-    root, cache_dir = dataset
+def train(tiny_mock, tmp_path, *overrides):
+    root, cache_dir = tiny_mock
     command = [str(Path(sys.executable).parent / "mespot-train"), "debug=default",
                f"data.root={root}", f"paths.cache_dir={cache_dir}", f"paths.log_dir={tmp_path}",
                "data.test_subject=s16", "callbacks.progress=null", *TINY, *overrides]  # fmt: skip
@@ -79,14 +55,14 @@ def test_paper_config_is_the_papers():
     assert (cfg.model.loss.focal, cfg.model.loss.l1, cfg.model.loss.iou) == (1.0, 1.0, 1.0)
 
 
-def test_one_fold_trains_tests_the_held_out_subject_and_writes_its_results(dataset, tmp_path):
-    result = train(dataset, tmp_path)
+def test_one_fold_trains_tests_the_held_out_subject_and_writes_its_results(tiny_mock, tmp_path):
+    result = train(tiny_mock, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = run_dirs(tmp_path)
     predictions = read_intervals(run / "predictions.csv", scored=True)
     assert set(predictions["subject"]) <= {"s16"}
     metrics = json.loads((run / "metrics.json").read_text())
-    truth = pd.read_csv(dataset[0] / "ground_truth.csv", dtype={"subject": str})
+    truth = pd.read_csv(tiny_mock[0] / "ground_truth.csv", dtype={"subject": str})
     truth = truth[truth["subject"] == "s16"]
     expected = evaluate(predictions, truth, videos=[("s16", "16_0101")]).to_dict()
     assert {k: metrics[k] for k in expected} == expected
@@ -98,10 +74,10 @@ def test_one_fold_trains_tests_the_held_out_subject_and_writes_its_results(datas
     assert "threshold" in checkpoint["state_dict"]
 
 
-def test_training_resumes_from_a_checkpoint(dataset, tmp_path):
-    assert train(dataset, tmp_path).returncode == 0
+def test_training_resumes_from_a_checkpoint(tiny_mock, tmp_path):
+    assert train(tiny_mock, tmp_path).returncode == 0
     (first,) = run_dirs(tmp_path)
-    resumed = train(dataset, tmp_path, f"ckpt_path={first}/checkpoints/last.ckpt",
+    resumed = train(tiny_mock, tmp_path, f"ckpt_path={first}/checkpoints/last.ckpt",
                     "trainer.max_epochs=2")  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Restoring states from the checkpoint" in resumed.stdout + resumed.stderr
@@ -111,23 +87,23 @@ def test_training_resumes_from_a_checkpoint(dataset, tmp_path):
     assert set(trained.astype(int)) == {1}  # only the epoch not trained before
 
 
-def test_without_flow_the_input_is_frames_only(dataset, tmp_path):
-    result = train(dataset, tmp_path, "data.use_flow=false", "test=false")
+def test_without_flow_the_input_is_frames_only(tiny_mock, tmp_path):
+    result = train(tiny_mock, tmp_path, "data.use_flow=false", "test=false")
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = run_dirs(tmp_path)
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["hyper_parameters"]["in_chans"] == 1
 
 
-def test_missing_cache_says_which_command_fills_it(dataset, tmp_path):
-    result = train(dataset, tmp_path, "preprocessing.size=48")
+def test_missing_cache_says_which_command_fills_it(tiny_mock, tmp_path):
+    result = train(tiny_mock, tmp_path, "preprocessing.size=48")
     assert result.returncode == 2
     assert "no cache for these settings" in result.stderr and "mespot-preprocess" in result.stderr
     assert result.stderr.count("\n") == 1
 
 
-def test_fast_dev_run(dataset, tmp_path):
-    result = train(dataset, tmp_path, "+trainer.fast_dev_run=true")
+def test_fast_dev_run(tiny_mock, tmp_path):
+    result = train(tiny_mock, tmp_path, "+trainer.fast_dev_run=true")
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = run_dirs(tmp_path)
     assert (run / "predictions.csv").is_file() and (run / "metrics.json").is_file()

@@ -1,18 +1,36 @@
 """mespot-train: one leave-one-subject-out fold (train, pick epoch and threshold on validation
-subjects, test the held-out subject)."""
+subjects, test the held-out subject) — or, with `-m data.test_subject=all`, every fold.
+
+Inside a multirun a fold that fails writes failed.txt and lets the other folds run; the
+aggregation at the end names it and the command exits non-zero.
+"""
 
 from __future__ import annotations
 
+import logging
+import sys
+import traceback
 from pathlib import Path
 
 import hydra
 import lightning.pytorch as pl
-from omegaconf import DictConfig
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from mespot import tracking
 from mespot.cli.common import CONFIG_PATH, exit_on_user_error, preprocessing_settings
 from mespot.data import cache
-from mespot.data.datamodule import SpottingDataModule
+from mespot.data.datamodule import SpottingDataModule, read_cache
 from mespot.errors import UserError
+from mespot.files import atomic_write_text
+from mespot.loso import ALL_FOLDS, FAILED_FILE, FOLD_KEY
+from mespot.parallel import claim_gpu, fold_threads
+
+log = logging.getLogger(__name__)
 
 FOLD_KEYS = ("test_subject", "val_subjects", "window", "stride", "use_flow", "batch_size",
              "num_workers", "positive_fraction", "augment")  # fmt: skip
@@ -32,14 +50,34 @@ def cache_folder_of(cfg: DictConfig):
     return folder
 
 
+def expand_all_folds(argv: list[str]) -> list[str]:
+    """`data.test_subject=all` → every cached subject, so `-m` runs one job per fold and the
+    sweep's multirun.yaml records the fold list (aggregation reads it to name missing folds)."""
+    target = f"{FOLD_KEY}={ALL_FOLDS}"
+    if target not in argv:
+        return argv
+    if not {"-m", "--multirun"} & set(argv):
+        raise UserError(f"{target} runs one job per subject: add -m (a multirun)")
+    overrides = OverridesParser.create().parse_overrides(
+        [a for a in argv[1:] if "=" in a and not a.startswith("-") and a != target]
+    )
+    if any(o.is_sweep_override() and o.key_or_group.startswith("data") for o in overrides):
+        raise UserError(f"{target} needs one dataset: sweep data=… in separate multiruns")
+    fixed = [o.input_line for o in overrides
+             if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")]  # fmt: skip
+    with initialize_config_dir(CONFIG_PATH, version_base="1.3"):
+        cfg = compose("train", overrides=fixed)
+    subjects = sorted({info.subject for info in read_cache(cache_folder_of(cfg))})
+    return [f"{FOLD_KEY}={','.join(subjects)}" if a == target else a for a in argv]
+
+
 def _instantiate_all(group: DictConfig | None) -> list:
     """Every entry of a callbacks/logger group; an entry set to null is switched off."""
     return [hydra.utils.instantiate(c) for c in (group or {}).values() if c is not None]
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
-@exit_on_user_error
-def main(cfg: DictConfig) -> dict:
+def run_fold(cfg: DictConfig) -> dict | float:
+    """Train and test one fold; the metrics, or `optimized_metric` alone for a sweeper."""
     folder = cache_folder_of(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = SpottingDataModule(
@@ -48,12 +86,69 @@ def main(cfg: DictConfig) -> dict:
     datamodule.setup()
     model = hydra.utils.instantiate(cfg.model, in_chans=datamodule.in_channels, _convert_="all")
     callbacks, loggers = _instantiate_all(cfg.get("callbacks")), _instantiate_all(cfg.get("logger"))
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     trainer.fit(model, datamodule, ckpt_path=cfg.ckpt_path)
+    checkpoint = trainer.checkpoint_callback
     if cfg.test:
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        best = checkpoint.best_model_path if checkpoint else ""
         trainer.test(model, datamodule, ckpt_path=best or None)
+    if cfg.optimized_metric:  # the best validation epoch's score, never the test subject's
+        kept = checkpoint and checkpoint.monitor == cfg.optimized_metric
+        if kept and checkpoint.best_model_score is not None:
+            return float(checkpoint.best_model_score)
+        return float(trainer.callback_metrics[cfg.optimized_metric])
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+def _prepare(cfg: DictConfig, multirun: bool) -> None:
+    """Settings that depend on where the fold runs: threads, GPU, W&B group."""
+    strategy = cfg.trainer.get("strategy", "auto")
+    strategy = strategy.get("_target_", "") if isinstance(strategy, DictConfig) else str(strategy)
+    if multirun and "ddp" in strategy.lower():
+        raise UserError(
+            f"trainer.strategy {strategy} inside a multirun relaunches the whole sweep on every "
+            "rank: run folds one per GPU with hydra/launcher=joblib, and trainer=ddp for a "
+            "single fold without -m"
+        )
+    torch.set_num_threads(cfg.threads or fold_threads(HydraConfig.get().launcher))
+    with open_dict(cfg):
+        if multirun and cfg.trainer.accelerator in ("gpu", "cuda") and cfg.trainer.devices == 1:
+            sweep = Path(HydraConfig.get().sweep.dir)
+            cfg.trainer.devices = [claim_gpu(sweep, torch.cuda.device_count())]
+        wandb = (cfg.get("logger") or {}).get("wandb")
+        if wandb is not None and wandb.group is None:
+            wandb.group = tracking.default_group(cfg.name)
+    log.info("fold %s: %d CPU threads, devices %s", cfg.data.test_subject,
+             torch.get_num_threads(), cfg.trainer.devices)  # fmt: skip
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
+@exit_on_user_error
+def task(cfg: DictConfig) -> dict | float | None:
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    out = Path(cfg.paths.output_dir)
+    failed = True
+    try:
+        _prepare(cfg, multirun)
+        atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        result = run_fold(cfg)
+        failed = False
+        return result
+    except Exception as e:
+        if not multirun or cfg.optimized_metric:  # a sweeper must see the trial fail
+            raise
+        atomic_write_text(out / FAILED_FILE, traceback.format_exc())
+        log.error("fold %s failed: %s (traceback: %s)", cfg.data.test_subject, e, out / FAILED_FILE)
+        return None
+    finally:
+        tracking.finish_run(failed)
+
+
+def main() -> None:
+    sys.argv = exit_on_user_error(expand_all_folds)(sys.argv)
+    task()
 
 
 if __name__ == "__main__":
