@@ -42,16 +42,19 @@ def normalise_type(value: object) -> str | None:
     return _TYPE_ALIASES.get(text)
 
 
-def read_intervals(path: str | os.PathLike, *, scored: bool = False) -> pd.DataFrame:
+def read_intervals(
+    path: str | os.PathLike, *, scored: bool = False, keyed: bool = True
+) -> pd.DataFrame:
     """Read and validate an interval CSV.
 
     Returns columns subject, video (text, as written: '006' stays '006'), onset, offset (int),
     type ('mae'|'me'), and with `scored=True` also score (float; 1.0 when the column is absent,
-    so outputs of methods without confidences can still be scored).
+    so outputs of methods without confidences can still be scored). `keyed=False` reads the
+    intervals of one recording: subject and video are then not required.
     """
     path = Path(path)
-    table, lines = _read_table(path, REQUIRED_COLUMNS)
-    out = pd.DataFrame({c: table[c] for c in KEY})
+    table, lines = _read_table(path, REQUIRED_COLUMNS if keyed else REQUIRED_COLUMNS[2:])
+    out = pd.DataFrame({c: table[c] for c in KEY if c in table}, index=table.index)
     for column in ("onset", "offset"):
         out[column] = _frame_numbers(path, lines, table[column], column)
     _fail_on(
@@ -88,7 +91,7 @@ def _read_table(
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """All cells as stripped text, blank lines dropped, with each row's line number in the file.
 
-    `required` must include subject and video, which may not be empty.
+    Subject and video, when required, may not be empty.
     """
     if not path.is_file():
         raise UserError(f"{path}: file not found")
@@ -112,7 +115,8 @@ def _read_table(
     blank = (table == "").all(axis=1).to_numpy()
     table, lines = table[~blank].reset_index(drop=True), lines[~blank]
     for column in KEY:
-        _fail_on(path, lines, table[column] == "", f"empty {column}")
+        if column in required:
+            _fail_on(path, lines, table[column] == "", f"empty {column}")
     return table, lines
 
 

@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+import mespot
 from mespot.files import atomic_write_json, atomic_write_text
 from mespot.metrics import evaluate
 from mespot.models.backbones import FrameEncoder, build_backbone
@@ -29,6 +30,7 @@ from mespot.models.head import SpottingHead, assign_targets, decode, default_ran
 from mespot.models.losses import SpottingLoss
 from mespot.postprocess import apply_threshold, best_threshold, postprocess_video
 
+CHECKPOINT_FORMAT = 1  # bump when a checkpoint of the previous format can no longer be loaded
 WindowOutput = tuple[int, int, Tensor, Tensor, Tensor]  # video, start, segments, scores, labels
 
 
@@ -62,6 +64,8 @@ class SpotterModule(pl.LightningModule):
         optimizer: Callable | None = None,  # partial(torch.optim.X, lr=…): gets the parameters
         scheduler: Callable | None = None,  # partial(torch.optim.lr_scheduler.Y, …)
         chunk: int | None = None,  # frames per backbone pass, to bound memory
+        preprocessing: Mapping | None = None,  # the cache Settings it trains on (mespot-spot)
+        inputs: Mapping | None = None,  # window, stride, use_flow: how windows are fed
     ):
         super().__init__()
         # plain values only, so checkpoints load with torch.load(weights_only=True)
@@ -184,6 +188,9 @@ class SpotterModule(pl.LightningModule):
         }
         self.log_dict(scores, sync_dist=True)
         return result
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["mespot"] = {"format": CHECKPOINT_FORMAT, "version": mespot.__version__}
 
     def configure_optimizers(self):
         make_optimizer = self.make_optimizer or (lambda p: torch.optim.Adam(p, lr=0.005))

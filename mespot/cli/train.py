@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
+from dataclasses import asdict
 from pathlib import Path
 
 import hydra
@@ -84,7 +85,18 @@ def run_fold(cfg: DictConfig) -> dict | float:
         str(folder), **{k: cfg.data[k] for k in FOLD_KEYS}, seed=cfg.seed
     )
     datamodule.setup()
-    model = hydra.utils.instantiate(cfg.model, in_chans=datamodule.in_channels, _convert_="all")
+    model = hydra.utils.instantiate(
+        cfg.model,
+        in_chans=datamodule.in_channels,
+        preprocessing=asdict(preprocessing_settings(cfg.preprocessing)),
+        inputs={
+            "window": cfg.data.window,
+            "stride": cfg.data.stride,
+            "use_flow": cfg.data.use_flow,
+            "trained_on": cfg.data.name,
+        },  # fmt: skip
+        _convert_="all",
+    )
     callbacks, loggers = _instantiate_all(cfg.get("callbacks")), _instantiate_all(cfg.get("logger"))
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))

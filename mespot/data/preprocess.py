@@ -171,18 +171,23 @@ def preprocess(
     return Report(folder, results, time.perf_counter() - start)
 
 
-def _run(jobs: list[Job], settings: Settings, workers: int, progress: bool) -> list[Result]:
-    total = sum(len(kept_frames(j.frames, j.source_fps, settings.fps)) for j in jobs)
-    columns = (
+def progress_columns() -> tuple:
+    """A rich progress bar's columns: what, bar, percent, count (of the task's `unit` field)
+    and the time left."""
+    return (
         TextColumn("{task.description}"),
         BarColumn(),
         TaskProgressColumn(),
-        TextColumn("{task.completed}/{task.total} frames"),
+        TextColumn("{task.completed}/{task.total} {task.fields[unit]}"),
         TimeRemainingColumn(),
     )
+
+
+def _run(jobs: list[Job], settings: Settings, workers: int, progress: bool) -> list[Result]:
+    total = sum(len(kept_frames(j.frames, j.source_fps, settings.fps)) for j in jobs)
     results = []
-    with Progress(*columns, disable=not progress) as bar:
-        task = bar.add_task("preprocessing", total=total)
+    with Progress(*progress_columns(), disable=not progress) as bar:
+        task = bar.add_task("preprocessing", total=total, unit="frames")
         n = min(workers, max(len(jobs), 1))
         with video_pool(n) as pool:
             futures = [pool.submit(process_video, job, settings) for job in jobs]
@@ -228,26 +233,61 @@ def _process(job: Job, settings: Settings) -> dict:
     if not job.frames.numbers:
         raise UserError(f"no frames in the video's folder ({job.out.name})")
     kept = kept_frames(job.frames, job.source_fps, settings.fps)
-    paths = _path_for_each(job.frames, kept)
+    meta = {
+        "subject": job.subject,
+        "video": job.video,
+        "source_frames": kept,
+        "filled_frames": len(set(kept) - set(job.frames.numbers)),
+        "source_fps": job.source_fps,
+        "fps": settings.fps if settings.fps and settings.fps < job.source_fps else job.source_fps,
+    }
+    return encode_video(FolderFrames(job.frames, kept), settings, job.out, meta)
+
+
+class FolderFrames:
+    """The kept frames of a dataset video folder, by position (a missing number repeats the
+    previous file)."""
+
+    def __init__(self, frames: FrameList, kept: list[int]):
+        self.paths = _path_for_each(frames, kept)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def read(self, positions, grey: bool):
+        for position in positions:
+            yield _read(self.paths[position], grey)
+
+    def where(self, position: int) -> str:
+        return str(self.paths[position])
+
+
+def encode_video(source, settings: Settings, out: Path, meta: dict, on_frame=None) -> dict:
+    """Face crop, resize and flow of every frame of `source` into a cache video folder at `out`.
+
+    `source` has len() and `read(positions, grey)` yielding images in position order (dataset
+    folders here, recordings in mespot.spot); `meta` (subject, video, source_frames, …) goes into
+    meta.json with the face box and timings. `on_frame()` is called after each frame (progress).
+    """
+    n = len(source)
     t0 = time.perf_counter()
-    probe = [_read(paths[i], grey=True) for i in _face_probe(len(kept), settings.face_frames)]
+    probe = list(source.read(_face_probe(n, settings.face_frames), grey=True))
     height, width = probe[0].shape
     face = detect_face(probe, settings.detector)
     box = crop_box(face, width, height, settings.margin)
     if face is None:
-        log.warning("%s/%s: no face found, using the centre crop", job.subject, job.video)
+        log.warning("%s/%s: no face found, using the centre crop", meta["subject"], meta["video"])
     t_face = time.perf_counter() - t0
 
     flow = make_flow(settings.flow_method, settings.flow_params)
     shape = (settings.size, settings.size) + ((3,) if settings.colour == "rgb" else ())
-    writer = cache.VideoWriter(job.out, len(kept), shape)
+    writer = cache.VideoWriter(out, n, shape)
     previous: deque[np.ndarray] = deque(maxlen=settings.flow_step)
     t_flow = 0.0
-    for t, path in enumerate(paths):
-        image = _read(path, grey=settings.colour == "grey")
+    for t, image in enumerate(source.read(range(n), grey=settings.colour == "grey")):
         if image.shape[:2] != (height, width):
             raise UserError(
-                f"{path}: frame size {image.shape[1]}×{image.shape[0]} differs from "
+                f"{source.where(t)}: frame size {image.shape[1]}×{image.shape[0]} differs from "
                 f"the video's {width}×{height}"
             )
         face_crop = crop(image, box, settings.size)
@@ -259,23 +299,18 @@ def _process(job: Job, settings: Settings) -> dict:
         t_flow += time.perf_counter() - t1
         writer.frames[t] = face_crop
         previous.append(grey)
-    resampled = settings.fps is not None and settings.fps < job.source_fps
+        if on_frame is not None:
+            on_frame()
     versions = {"mespot": mespot.__version__, "opencv": cv2.__version__, "numpy": np.__version__}
-    writer.commit(
-        {
-            "subject": job.subject,
-            "video": job.video,
-            "source_frames": kept,
-            "filled_frames": len(set(kept) - set(job.frames.numbers)),
-            "source_fps": job.source_fps,
-            "fps": settings.fps if resampled else job.source_fps,
-            "frame_size": [width, height],
-            "face": {"found": face is not None, "detected": face, "crop": list(box)},
-            "seconds": {"face": t_face, "flow": t_flow, "total": time.perf_counter() - t0},
-            "versions": versions,
-        }
-    )
-    return {"source_frames": kept, "face": {"found": face is not None}}
+    meta = {
+        **meta,
+        "frame_size": [width, height],
+        "face": {"found": face is not None, "detected": face, "crop": list(box)},
+        "seconds": {"face": t_face, "flow": t_flow, "total": time.perf_counter() - t0},
+        "versions": versions,
+    }
+    writer.commit(meta)
+    return meta
 
 
 def _face_probe(n_frames: int, count: int) -> list[int]:
@@ -295,7 +330,13 @@ def _path_for_each(frames: FrameList, kept: list[int]) -> list[Path]:
 
 
 def _read(path: Path, grey: bool) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE if grey else cv2.IMREAD_COLOR)
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise UserError(f"cannot read frame {path} (missing, unreadable or corrupt image)")
-    return image if grey else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return from_bgr(image, grey)
+
+
+def from_bgr(image: np.ndarray, grey: bool) -> np.ndarray:
+    """A decoded BGR frame as grey or RGB. Every source (image files, video files) converts the
+    same way, so a recording's frames meet the model as the dataset's frames did."""
+    return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY if grey else cv2.COLOR_BGR2RGB)

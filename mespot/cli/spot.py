@@ -1,0 +1,50 @@
+"""mespot-spot: a recording + a checkpoint → intervals.csv, intervals.json, timeline.png."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig
+
+from mespot.cli.common import CONFIG_PATH, exit_on_user_error
+from mespot.files import atomic_write_json, atomic_write_text
+from mespot.intervals import read_intervals
+from mespot.spot import spot
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="spot")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    video = Path(cfg.video)
+    out = Path(cfg.out) if cfg.out else Path("spots") / video.stem
+    ground_truth = read_intervals(cfg.ground_truth, keyed=False) if cfg.ground_truth else None
+    result = spot(video, cfg.ckpt, out, fps=cfg.fps, batch_size=cfg.batch_size,
+                  progress=cfg.progress)  # fmt: skip
+    table = result.intervals
+    atomic_write_text(out / "intervals.csv", table.to_csv(index=False))
+    atomic_write_json(out / "intervals.json", {
+        "video": str(video), "checkpoint": str(cfg.ckpt), "fps": result.recording.fps,
+        "frames": len(result.recording.numbers), "threshold": result.threshold,
+        "intervals": table.to_dict(orient="records"),
+    })  # fmt: skip
+    written = ["intervals.csv", "intervals.json"]
+    if cfg.plot:
+        from mespot.plot import timeline
+
+        timeline(out / "timeline.png", predictions=table, fps=result.recording.fps,
+                 scores=result.frame_scores, frames=np.asarray(result.info.source_frames),
+                 ground_truth=ground_truth, threshold=result.threshold,
+                 title=f"{video.name} — {Path(cfg.ckpt).name}")  # fmt: skip
+        written.append("timeline.png")
+    seconds = len(result.recording.numbers) / result.recording.fps
+    print(f"{video}: {len(table)} expression(s) spotted in {seconds:.1f} s "
+          f"(threshold {result.threshold:.3f})")  # fmt: skip
+    if len(table):
+        print(table.to_string(index=False))
+    print(f"wrote {', '.join(written)} in {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""`mespot-spot` on a recording: a real checkpoint from a tiny fold, a real video file written
+with OpenCV, the same frames as a folder, and the errors a user meets first."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import TINY
+
+from mespot.errors import UserError
+from mespot.spot import COLUMNS, spot
+
+BIN = Path(sys.executable).parent
+FPS = 30.0
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_mock, tmp_path_factory):
+    root, cache_dir = tiny_mock
+    logs = tmp_path_factory.mktemp("logs")
+    command = [str(BIN / "mespot-train"), "debug=default", f"data.root={root}",
+               f"paths.cache_dir={cache_dir}", f"paths.log_dir={logs}", "data.test_subject=s16",
+               "callbacks.progress=null", *TINY]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=logs)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (ckpt,) = logs.glob("train/runs/*/checkpoints/last.ckpt")
+    return ckpt
+
+
+@pytest.fixture(scope="module")
+def recording(tiny_mock, tmp_path_factory):
+    """(video file, folder of the same decoded frames): 150 frames of a mock face at 30 fps."""
+    folder = tmp_path_factory.mktemp("recording")
+    frames = sorted((tiny_mock[0] / "rawpic" / "s16").glob("*/img*.jpg"))[:150]
+    height, width = cv2.imread(str(frames[0])).shape[:2]
+    video = folder / "face.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (width, height))
+    for path in frames:
+        writer.write(cv2.imread(str(path)))
+    writer.release()
+    images = folder / "frames"
+    images.mkdir()
+    capture = cv2.VideoCapture(str(video))
+    count = 0
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        cv2.imwrite(str(images / f"img{count:05d}.png"), frame)  # lossless: the same pixels
+        count += 1
+    assert count == len(frames)
+    return video, images
+
+
+def spot_cli(*args, cwd):
+    return subprocess.run([str(BIN / "mespot-spot"), "progress=false", *args],
+                          capture_output=True, text=True, timeout=600, cwd=cwd)  # fmt: skip
+
+
+def test_a_video_file_gives_a_table_of_intervals_in_frames_and_seconds(
+    checkpoint, recording, tmp_path
+):
+    video, _ = recording
+    ground_truth = tmp_path / "truth.csv"
+    ground_truth.write_text("onset,offset,type\n20,40,mae\n90,96,micro\n")
+    result = spot_cli(f"video={video}", f"ckpt={checkpoint}", f"out={tmp_path / 'out'}",
+                      f"ground_truth={ground_truth}", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "out" / "intervals.csv")
+    assert list(table.columns) == COLUMNS
+    assert len(table) > 0  # an untrained-ish model still scores above its threshold somewhere
+    assert table["type"].isin(["mae", "me"]).all()
+    assert (table["onset"] >= 0).all() and (table["offset"] < 150).all()
+    assert (table["onset"] <= table["offset"]).all()
+    assert np.allclose(table["onset_s"], table["onset"] / FPS, atol=1e-3)
+    assert np.allclose(table["duration_s"], (table["offset"] - table["onset"] + 1) / FPS, atol=1e-3)
+    saved = json.loads((tmp_path / "out" / "intervals.json").read_text())
+    assert saved["fps"] == FPS and saved["frames"] == 150
+    assert len(saved["intervals"]) == len(table)
+    assert (tmp_path / "out" / "timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"{len(table)} expression(s) spotted in 5.0 s" in result.stdout
+
+
+def test_the_checkpoints_preprocessing_is_repeated_and_reused(checkpoint, recording, tmp_path):
+    video, _ = recording
+    spot(video, checkpoint, tmp_path, progress=False)
+    frames = np.load(tmp_path / "cache" / "frames.npy", mmap_mode="r")
+    assert frames.shape == (150, 32, 32)  # the checkpoint's 32 px, not the 128 px default
+    meta = tmp_path / "cache" / "meta.json"
+    written = meta.stat().st_mtime_ns
+    spot(video, checkpoint, tmp_path, progress=False)
+    assert meta.stat().st_mtime_ns == written, "an unchanged recording is not preprocessed again"
+
+
+def test_a_folder_of_frames_gives_the_same_result_as_the_video_file(
+    checkpoint, recording, tmp_path
+):
+    video, images = recording
+    from_video = spot(video, checkpoint, tmp_path / "a", progress=False)
+    from_folder = spot(images, checkpoint, tmp_path / "b", fps=FPS, progress=False)
+    pd.testing.assert_frame_equal(from_video.intervals, from_folder.intervals)
+    np.testing.assert_array_equal(from_video.frame_scores, from_folder.frame_scores)
+    with pytest.raises(UserError, match="fps"):
+        spot(images, checkpoint, tmp_path / "c", progress=False)
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and all(f in errors[0] for f in fragments), result.stderr
+
+
+def test_a_corrupt_or_truncated_checkpoint_is_one_line(checkpoint, recording, tmp_path):
+    video, _ = recording
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"not a checkpoint at all" * 100)
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
+    for bad in (garbage, truncated):
+        result = spot_cli(f"video={video}", f"ckpt={bad}", f"out={tmp_path}", cwd=tmp_path)
+        assert_one_line_error(result, str(bad), "not a readable checkpoint")
+
+
+class Payload:
+    """Pickling this needs code execution on load: weights_only must refuse it."""
+
+
+def test_a_checkpoint_with_code_or_of_another_format_is_refused(checkpoint, recording, tmp_path):
+    video, _ = recording
+    with_code = tmp_path / "code.ckpt"
+    torch.save({"state_dict": {}, "payload": Payload()}, with_code)
+    result = spot_cli(f"video={video}", f"ckpt={with_code}", f"out={tmp_path}", cwd=tmp_path)
+    assert_one_line_error(result, str(with_code), "not loaded for safety")
+
+    newer = tmp_path / "newer.ckpt"
+    contents = torch.load(checkpoint, weights_only=True)
+    contents["mespot"]["format"] = 99
+    torch.save(contents, newer)
+    result = spot_cli(f"video={video}", f"ckpt={newer}", f"out={tmp_path}", cwd=tmp_path)
+    assert_one_line_error(result, str(newer), "format 99")
+
+
+def test_an_unreadable_video_is_one_line(checkpoint, tmp_path):
+    fake = tmp_path / "holiday.mp4"
+    fake.write_text("this is not a video")
+    result = spot_cli(f"video={fake}", f"ckpt={checkpoint}", f"out={tmp_path}", cwd=tmp_path)
+    assert_one_line_error(result, str(fake), "video")
+    result = spot_cli(f"video={tmp_path / 'missing.mp4'}", f"ckpt={checkpoint}", cwd=tmp_path)
+    assert_one_line_error(result, "missing.mp4", "no such file")
