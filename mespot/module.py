@@ -51,86 +51,22 @@ def gather_outputs(outputs: list[WindowOutput]) -> list[WindowOutput]:
     return [(video, start, *unique[video, start]) for video, start in sorted(unique)]
 
 
-class SpotterModule(pl.LightningModule):
-    def __init__(
-        self,
-        in_chans: int,
-        backbone: Mapping,  # name + options of mespot.models.backbones.build_backbone
-        neck: Mapping,  # level_dims, out_dim of TemporalFPN
-        head: Mapping | None = None,  # num_convs, prior_prob, ranges, center_sample, radius
-        loss: Mapping | None = None,  # weights focal, l1, iou (+ SpottingLoss options)
-        decoding: Mapping | None = None,  # score_threshold, top_k per window
-        postprocess: Mapping | None = None,  # iou_threshold, max_per_video, limits (seconds)
-        optimizer: Callable | None = None,  # partial(torch.optim.X, lr=…): gets the parameters
-        scheduler: Callable | None = None,  # partial(torch.optim.lr_scheduler.Y, …)
-        chunk: int | None = None,  # frames per backbone pass, to bound memory
-        preprocessing: Mapping | None = None,  # the cache Settings it trains on (mespot-spot)
-        inputs: Mapping | None = None,  # window, stride, use_flow: how windows are fed
-    ):
+class IntervalSpotter(pl.LightningModule):
+    """What every spotter shares: window outputs → per-video predictions, the score threshold
+    chosen on validation subjects (a buffer, so the best epoch's checkpoint carries it), and the
+    test fold's predictions.csv + metrics.json. Subclasses call `_collect` from their
+    validation and test steps with each window's decoded (segments, scores, labels)."""
+
+    def __init__(self, postprocess: Mapping | None = None):
         super().__init__()
-        # plain values only, so checkpoints load with torch.load(weights_only=True)
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
-        self.make_optimizer, self.make_scheduler = optimizer, scheduler
-        options = dict(backbone)
-        self.encoder = FrameEncoder(build_backbone(options.pop("name"), in_chans, **options), chunk)
-        self.neck = TemporalFPN(self.encoder.out_dim, **neck)
-        head = dict(head or {})
-        self.assign = {k: head.pop(k) for k in ("center_sample", "radius") if k in head}
-        ranges = head.pop("ranges", None)
-        self.ranges = (
-            [tuple(r) for r in ranges] if ranges else default_ranges(len(neck["level_dims"]))
-        )
-        self.head = SpottingHead(self.neck.out_dim, strides=self.neck.strides, **head)
-        self.loss = SpottingLoss(**(loss or {}))
-        self.decoding = dict(decoding or {})
         self.postprocess = dict(postprocess or {})
         self.register_buffer("threshold", torch.tensor(0.0))  # chosen on validation subjects
         self._outputs: list[WindowOutput] = []
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(B, L, C, H, W) → class logits (B, P, 2), distances (B, P, 2), points (P, 4)."""
-        features = self.neck(self.encoder(x))
-        logits, offsets = self.head(features)
-        lengths = [f.shape[-1] for f in features]
-        points = make_points(lengths, self.neck.strides, self.ranges, device=x.device)
-        return logits, offsets, points
-
-    def _losses(self, batch: dict) -> tuple[dict, Tensor, Tensor, Tensor]:
-        logits, offsets, points = self(batch["x"])
-        targets = [
-            assign_targets(
-                points, s.to(points), lab.to(points.device), num_classes=2, **self.assign
-            )
-            for s, lab in zip(batch["segments"], batch["labels"], strict=True)
-        ]
-        cls_t, reg_t, pos = (torch.stack(t) for t in zip(*targets, strict=True))
-        losses = self.loss(logits, offsets, cls_t, reg_t, pos, points[:, 1])
-        return losses, logits, offsets, points
-
-    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        losses, *_ = self._losses(batch)
-        self._log_losses("train", losses, len(batch["x"]))
-        return losses["loss"]
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluation_step("val", batch)
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluation_step("test", batch)
-
-    def _evaluation_step(self, split: str, batch: dict) -> None:
-        losses, logits, offsets, points = self._losses(batch)
-        self._log_losses(split, losses, len(batch["x"]))
-        for b in range(len(batch["x"])):
-            segments, scores, labels = decode(points, logits[b], offsets[b], **self.decoding)
+    def _collect(self, batch: dict, decoded: list[tuple[Tensor, Tensor, Tensor]]) -> None:
+        for b, (segments, scores, labels) in enumerate(decoded):
             video, start = int(batch["video"][b]), int(batch["start"][b])
             self._outputs.append((video, start, segments.cpu(), scores.cpu(), labels.cpu()))
-
-    def _log_losses(self, split: str, losses: dict, batch_size: int) -> None:
-        values = {f"{split}/{k}": v for k, v in losses.items() if k != "num_pos"}
-        self.log_dict(
-            values, prog_bar=split == "train", batch_size=batch_size, on_epoch=True, sync_dist=True
-        )
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
@@ -191,6 +127,83 @@ class SpotterModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["mespot"] = {"format": CHECKPOINT_FORMAT, "version": mespot.__version__}
+
+
+class SpotterModule(IntervalSpotter):
+    def __init__(
+        self,
+        in_chans: int,
+        backbone: Mapping,  # name + options of mespot.models.backbones.build_backbone
+        neck: Mapping,  # level_dims, out_dim of TemporalFPN
+        head: Mapping | None = None,  # num_convs, prior_prob, ranges, center_sample, radius
+        loss: Mapping | None = None,  # weights focal, l1, iou (+ SpottingLoss options)
+        decoding: Mapping | None = None,  # score_threshold, top_k per window
+        postprocess: Mapping | None = None,  # iou_threshold, max_per_video, limits (seconds)
+        optimizer: Callable | None = None,  # partial(torch.optim.X, lr=…): gets the parameters
+        scheduler: Callable | None = None,  # partial(torch.optim.lr_scheduler.Y, …)
+        chunk: int | None = None,  # frames per backbone pass, to bound memory
+        preprocessing: Mapping | None = None,  # the cache Settings it trains on (mespot-spot)
+        inputs: Mapping | None = None,  # window, stride, use_flow: how windows are fed
+    ):
+        super().__init__(postprocess)
+        # plain values only, so checkpoints load with torch.load(weights_only=True)
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
+        self.make_optimizer, self.make_scheduler = optimizer, scheduler
+        options = dict(backbone)
+        self.encoder = FrameEncoder(build_backbone(options.pop("name"), in_chans, **options), chunk)
+        self.neck = TemporalFPN(self.encoder.out_dim, **neck)
+        head = dict(head or {})
+        self.assign = {k: head.pop(k) for k in ("center_sample", "radius") if k in head}
+        ranges = head.pop("ranges", None)
+        self.ranges = (
+            [tuple(r) for r in ranges] if ranges else default_ranges(len(neck["level_dims"]))
+        )
+        self.head = SpottingHead(self.neck.out_dim, strides=self.neck.strides, **head)
+        self.loss = SpottingLoss(**(loss or {}))
+        self.decoding = dict(decoding or {})
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(B, L, C, H, W) → class logits (B, P, 2), distances (B, P, 2), points (P, 4)."""
+        features = self.neck(self.encoder(x))
+        logits, offsets = self.head(features)
+        lengths = [f.shape[-1] for f in features]
+        points = make_points(lengths, self.neck.strides, self.ranges, device=x.device)
+        return logits, offsets, points
+
+    def _losses(self, batch: dict) -> tuple[dict, Tensor, Tensor, Tensor]:
+        logits, offsets, points = self(batch["x"])
+        targets = [
+            assign_targets(
+                points, s.to(points), lab.to(points.device), num_classes=2, **self.assign
+            )
+            for s, lab in zip(batch["segments"], batch["labels"], strict=True)
+        ]
+        cls_t, reg_t, pos = (torch.stack(t) for t in zip(*targets, strict=True))
+        losses = self.loss(logits, offsets, cls_t, reg_t, pos, points[:, 1])
+        return losses, logits, offsets, points
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        losses, *_ = self._losses(batch)
+        self._log_losses("train", losses, len(batch["x"]))
+        return losses["loss"]
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluation_step("val", batch)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluation_step("test", batch)
+
+    def _evaluation_step(self, split: str, batch: dict) -> None:
+        losses, logits, offsets, points = self._losses(batch)
+        self._log_losses(split, losses, len(batch["x"]))
+        self._collect(batch, [decode(points, lg, off, **self.decoding)
+                              for lg, off in zip(logits, offsets, strict=True)])  # fmt: skip
+
+    def _log_losses(self, split: str, losses: dict, batch_size: int) -> None:
+        values = {f"{split}/{k}": v for k, v in losses.items() if k != "num_pos"}
+        self.log_dict(
+            values, prog_bar=split == "train", batch_size=batch_size, on_epoch=True, sync_dist=True
+        )
 
     def configure_optimizers(self):
         make_optimizer = self.make_optimizer or (lambda p: torch.optim.Adam(p, lr=0.005))
