@@ -28,10 +28,12 @@ format: install
 	$(BIN)/ruff format .
 
 # Preprocessing speed, flow accuracy and memory → experiments/bench/preprocess.{json,md} (~5 min);
-# model sizes, train/infer speed and epoch memory → experiments/bench/training.{json,md} (~5 min).
+# model sizes, train/infer speed and epoch memory → experiments/bench/training.{json,md} (~5 min);
+# mespot-spot end to end per flow method, × real time → experiments/bench/spot.{json,md} (~5 min).
 bench: install
 	$(BIN)/python -m mespot.bench.preprocess
 	$(BIN)/python -m mespot.bench.training
+	$(BIN)/python -m mespot.bench.spot
 
 # The README's main command: a small mock CAS(ME)² (5 subjects) → preprocessing → every LOSO
 # fold with a CPU-sized VoVNet → the summed table; ~5 min on 2 cores (conf/experiment/demo.yaml).
