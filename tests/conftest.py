@@ -1,6 +1,10 @@
 """Shared by the tests that run `mespot-train` on a tiny mock (test_loso.py, test_ddp.py)."""
 
+import socket
+
 import pytest
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
 from mespot.data.adapters import load_annotations
 from mespot.data.preprocess import Settings, preprocess
@@ -27,3 +31,35 @@ def tiny_mock(tmp_path_factory):
     preprocess(load_annotations("casme2", root), root, cache_dir, settings, workers=1,
                progress=False)  # fmt: skip
     return root, cache_dir
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _gloo_rank(rank, world, port, queue, work, args):
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
+    try:
+        queue.put((rank, work(rank, world, *args)))
+    finally:
+        dist.destroy_process_group()
+
+
+def on_two_gloo_ranks(work, *args) -> dict:
+    """rank → work(rank, world, *args), each rank a spawned process in one real gloo group
+    (`work` must be a module-level function, so the processes can import it)."""
+    context = mp.get_context("spawn")
+    queue, port = context.Queue(), _free_port()
+    procs = [context.Process(target=_gloo_rank, args=(r, 2, port, queue, work, args))
+             for r in range(2)]  # fmt: skip
+    for p in procs:
+        p.start()
+    results = dict(queue.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    return results

@@ -2,7 +2,6 @@
 `mespot-train trainer=ddp` run with two CPU processes (gloo)."""
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +11,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
-from conftest import TINY
+from conftest import TINY, on_two_gloo_ranks
 from omegaconf import OmegaConf
 
 from mespot.cli.train import FOLD_KEYS, cache_folder_of
@@ -35,34 +33,13 @@ def plain(outputs):
     return [(v, s, seg.tolist(), sc.tolist(), lab.tolist()) for v, s, seg, sc, lab in outputs]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _gather_worker(rank, world, port, queue):
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
-    )
-    try:
-        mine = [window_output(*w) for w in PADDED[rank::world]]  # this rank's shard
-        queue.put((rank, plain(gather_outputs(mine))))
-    finally:
-        dist.destroy_process_group()
+def _gather_on_rank(rank, world):
+    mine = [window_output(*w) for w in PADDED[rank::world]]  # this rank's shard
+    return plain(gather_outputs(mine))
 
 
 def test_gather_outputs_gives_every_rank_all_windows_once_in_order():
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    port = _free_port()
-    procs = [ctx.Process(target=_gather_worker, args=(r, 2, port, queue)) for r in range(2)]
-    for p in procs:
-        p.start()
-    results = dict(queue.get(timeout=120) for _ in procs)
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
+    results = on_two_gloo_ranks(_gather_on_rank)
     expected = plain(window_output(*w) for w in sorted(WINDOWS))
     assert results[0] == results[1] == expected
 

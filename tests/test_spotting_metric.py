@@ -1,12 +1,9 @@
 """The torchmetrics Metric equals the function API: on random cases, and summed across processes."""
 
-import socket
-
 import numpy as np
 import pandas as pd
 import pytest
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from conftest import on_two_gloo_ranks
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -76,25 +73,13 @@ def test_strict_matching_is_one_to_one_and_maximal(case, iou):
         assert len(pairs) <= len(match(pred, gt, scores, iou=iou, matching="megc2020"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ddp_worker(rank, world, port, pred, gt, queue):
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
-    )
-    try:
-        metric = SpottingMetric()
-        mine = ALL_VIDEOS[rank::world]  # each process sees its own videos, as under DDP
-        pick = lambda df: df[[tuple(k) in mine for k in df[KEY].to_numpy()]]  # noqa: E731
-        metric.update(pick(pred), pick(gt), videos=ALL_VIDEOS)
-        result = metric.evaluation()
-        queue.put((rank, {t: (c.n_pred, c.n_gt, c.tp) for t, c in result.counts.items()}))
-    finally:
-        dist.destroy_process_group()
+def _metric_on_rank(rank, world, pred, gt):
+    metric = SpottingMetric()
+    mine = ALL_VIDEOS[rank::world]  # each process sees its own videos, as under DDP
+    pick = lambda df: df[[tuple(k) in mine for k in df[KEY].to_numpy()]]  # noqa: E731
+    metric.update(pick(pred), pick(gt), videos=ALL_VIDEOS)
+    result = metric.evaluation()
+    return {t: (c.n_pred, c.n_gt, c.tp) for t, c in result.counts.items()}
 
 
 def test_counts_are_summed_across_ddp_processes():
@@ -109,15 +94,6 @@ def test_counts_are_summed_across_ddp_processes():
     expected = evaluate(pred, gt, videos=ALL_VIDEOS).counts
     assert sum(c.tp for c in expected.values()) > 0
 
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    port = _free_port()
-    procs = [ctx.Process(target=_ddp_worker, args=(r, 2, port, pred, gt, queue)) for r in range(2)]
-    for p in procs:
-        p.start()
-    results = dict(queue.get(timeout=120) for _ in procs)
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
+    results = on_two_gloo_ranks(_metric_on_rank, pred, gt)
     for rank in (0, 1):
         assert results[rank] == {t: (c.n_pred, c.n_gt, c.tp) for t, c in expected.items()}
