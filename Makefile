@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint format bench demo clean
+.PHONY: install test lint format bench bench-accuracy demo clean
 
 install: $(STAMP)
 
@@ -34,6 +34,13 @@ bench: install
 	$(BIN)/python -m mespot.bench.preprocess
 	$(BIN)/python -m mespot.bench.training
 	$(BIN)/python -m mespot.bench.spot
+
+# Accuracy, kept out of `make bench`: a seeded mock CAS(ME)² (6 subjects, made once in data/bench/)
+# → every LOSO fold of the baseline and of VoVNet ± flow, ResNet and DenseNet at CPU sizes → the
+# Table-4-style table in experiments/bench/accuracy.{json,md}; ~30 min on 2 cores
+# (conf/experiment/bench_accuracy.yaml; the sweeps stay in data/bench/runs/).
+bench-accuracy: install
+	$(BIN)/python -m mespot.bench.accuracy
 
 # The README's main command: a small mock CAS(ME)² (5 subjects) → preprocessing → every LOSO
 # fold with a CPU-sized VoVNet → the summed table; ~5 min on 2 cores (conf/experiment/demo.yaml).

@@ -1,0 +1,382 @@
+"""Accuracy benchmark: every LOSO fold of a fixed, seeded mock CAS(ME)², per method.
+
+    python -m mespot.bench.accuracy [--quick] [--out DIR] [--data DIR] [--methods M ...]
+                                    [--resume]
+
+Generates a mock CAS(ME)² once (mespot-synth; reused while its mock.json matches), preprocesses
+it (mespot-preprocess; cached videos are skipped), then runs the full leave-one-subject-out
+multirun (`mespot-train -m … data.test_subject=all`, basic launcher) of each method into its own
+sweep folder, <data>/runs/<method>, and reads the summary.json that the multirun writes there.
+Methods: the non-learned baseline (experiment=baseline) and the learned spotter at CPU size
+(conf/experiment/bench_accuracy.yaml) as VoVNet + flow, VoVNet without flow, ResNet + flow and
+DenseNet + flow. Writes experiments/bench/accuracy.json (every count, per method and subject,
+with the commands, commit, machine, load and wall times) and accuracy.md (the Table-4-style
+table), and prints the table. Exit status 1 when a method's sweep is incomplete. --resume reads
+a method's finished sweep instead of running it again (an interrupted benchmark goes on).
+The sweeps (checkpoints included) stay in <data>/runs, not in the results folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mespot.bench import common
+from mespot.bench.common import DEFAULT_OUT, REPO, load_average, log, num, write_report
+
+BIN = Path(sys.executable).parent  # mespot-synth, -preprocess and -train live next to python
+ROWS = ("mae", "me", "overall")
+ROW_NAMES = {"mae": "MaE", "me": "ME", "overall": "Overall"}
+
+
+@dataclass(frozen=True)
+class Method:
+    label: str
+    overrides: tuple[str, ...]
+    learned: bool = True
+
+
+LEARNED = "experiment=bench_accuracy"
+METHODS = {
+    "baseline": Method("Baseline (MDMD-style optical flow)", ("experiment=baseline",), False),
+    "vovnet_flow": Method("VoVNet + flow", (LEARNED,)),
+    "vovnet_noflow": Method("VoVNet, frames only", (LEARNED, "data.use_flow=false")),
+    "resnet_flow": Method("ResNet + flow", (LEARNED, "model/backbone=resnet_small")),
+    "densenet_flow": Method("DenseNet + flow", (LEARNED, "model/backbone=densenet_small")),
+}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The mock (mespot-synth settings), its preprocessing and the training overrides."""
+
+    synth: dict
+    size: int
+    flow: str
+    learned_overrides: tuple[str, ...] = ()  # on top of conf/experiment/bench_accuracy.yaml
+    notes: list[str] = field(default_factory=list)
+
+
+SYNTH = dict(subjects=6, videos_per_subject=2, frames=600, mae_per_video=3, me_per_video=3, seed=0)
+FULL = Budget(
+    synth=SYNTH,
+    size=64,
+    flow="tvl1",
+    notes=["3 epochs per fold (conf/experiment/bench_accuracy.yaml): ~55 s per learned fold"],
+)
+QUICK = Budget(
+    synth=dict(subjects=3, videos_per_subject=1, frames=240, mae_per_video=2, me_per_video=2,
+               seed=0),
+    size=32,
+    flow="dis",
+    learned_overrides=("trainer.max_epochs=1", "++trainer.limit_train_batches=2",
+                       "data.window=64", "data.stride=32"),
+    notes=["QUICK: a smoke test, not an accuracy figure"],
+)  # fmt: skip
+
+
+# --------------------------------------------------------------------------- data
+
+
+def run_logged(command: Sequence[str], log_path: Path) -> tuple[int, float]:
+    """Run `command` from the repository root, its output into `log_path`: (status, seconds)."""
+    import subprocess
+
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with open(log_path, "w") as out:
+        out.write("$ " + " ".join(command) + "\n")
+        out.flush()
+        done = subprocess.run(list(command), cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+    return done.returncode, time.perf_counter() - start
+
+
+def tail(path: Path, chars: int = 2000) -> str:
+    return path.read_text(errors="replace")[-chars:]
+
+
+def prepare_data(budget: Budget, data: Path) -> dict:
+    """The mock in <data>/casme2 (made once) and its cache in <data>/cache: what was done."""
+    root, cache = data / "casme2", data / "cache"
+    info: dict = {"root": str(root), "cache": str(cache), "synth": budget.synth}
+    mock = root / "mock.json"
+    if mock.is_file():
+        made = json.loads(mock.read_text())
+        differs = {k: (made.get(k), v) for k, v in budget.synth.items() if made.get(k) != v}
+        if differs:
+            raise SystemExit(f"{root} holds another mock {differs}: remove it (rm -rf {root})")
+        info["synth_seconds"] = None
+        log(f"mock: reusing {root}")
+    else:
+        if root.exists():  # an unfinished folder (mespot-synth writes mock.json last)
+            shutil.rmtree(root)
+        settings = [f"{k}={v}" for k, v in budget.synth.items()]
+        command = [str(BIN / "mespot-synth"), "data=casme2", f"out={root}", *settings, "workers=2"]
+        log(f"mock: {' '.join(command[1:])}")
+        status, seconds = run_logged(command, data / "logs" / "synth.log")
+        if status != 0:
+            raise SystemExit(f"mespot-synth failed:\n{tail(data / 'logs' / 'synth.log')}")
+        info["synth_seconds"] = seconds
+    command = [str(BIN / "mespot-preprocess"), "data=casme2", f"data.root={root}",
+               f"paths.cache_dir={cache}", f"size={budget.size}", f"flow.method={budget.flow}",
+               "progress=false"]  # fmt: skip
+    log(f"preprocess: {' '.join(command[1:])}")
+    status, seconds = run_logged(command, data / "logs" / "preprocess.log")
+    if status != 0:
+        raise SystemExit(f"mespot-preprocess failed:\n{tail(data / 'logs' / 'preprocess.log')}")
+    info["preprocess"] = {"size": budget.size, "flow": budget.flow, "seconds": seconds,
+                          "command": " ".join(["mespot-preprocess", *command[1:]])}  # fmt: skip
+    return info
+
+
+# --------------------------------------------------------------------------- methods
+
+
+def method_command(name: str, budget: Budget, data: Path, sweep: Path) -> list[str]:
+    """`mespot-train -m` for every fold of `name`, on the mock in `data`, into `sweep`."""
+    method = METHODS[name]
+    # one validation subject for every method (the baseline's own default is 2)
+    shared = [f"data.root={data / 'casme2'}", f"paths.cache_dir={data / 'cache'}",
+              f"preprocessing.size={budget.size}", f"preprocessing.flow.method={budget.flow}",
+              "data.val_subjects=1"]  # fmt: skip
+    extra = list(budget.learned_overrides) if method.learned else []
+    return [str(BIN / "mespot-train"), "-m", *method.overrides, *shared, *extra,
+            "data.test_subject=all", f"hydra.sweep.dir={sweep}"]  # fmt: skip
+
+
+RUN_FILE = "bench_run.json"  # in each sweep folder: how the runner ran it (command, time, load)
+
+
+def reusable(sweep: Path, command: Sequence[str]) -> bool:
+    """Whether `sweep` holds a complete summary of a multirun launched with `command`'s overrides
+    (the fold list aside: Hydra records it expanded)."""
+    summary, launched = sweep / "summary.json", sweep / "multirun.yaml"
+    if not (summary.is_file() and launched.is_file()):
+        return False
+    from omegaconf import OmegaConf
+
+    task = list(OmegaConf.load(launched).hydra.overrides.task)
+    wanted = [o for o in command[2:] if not o.startswith(("hydra.", "data.test_subject="))]
+    return (
+        json.loads(summary.read_text())["complete"]
+        and [o for o in task if not o.startswith("data.test_subject=")] == wanted
+    )
+
+
+def run_method(name: str, budget: Budget, data: Path, resume: bool = False) -> dict:
+    """One method's multirun (from a clean sweep folder) and its summed counts. With `resume`, a
+    complete sweep of the same command is read instead of run again."""
+    sweep = data / "runs" / name
+    command = method_command(name, budget, data, sweep)
+    log_path = data / "logs" / f"{name}.log"
+    if resume and reusable(sweep, command):
+        run = json.loads((sweep / RUN_FILE).read_text()) if (sweep / RUN_FILE).is_file() else {}
+        log(f"{name}: reusing the complete sweep {sweep}")
+        row = {"method": name, "label": METHODS[name].label, "sweep": str(sweep),
+               "command": " ".join(["mespot-train", *command[1:]]), "returncode": 0,
+               "seconds": run.get("seconds"), "load_average_start": run.get("load_average_start"),
+               "load_average_end": run.get("load_average_end"), "log": str(log_path),
+               "reused": True}  # fmt: skip
+        return read_summary(row, sweep)
+    if sweep.exists():
+        shutil.rmtree(sweep)  # a fixed folder: old folds would mix into the summary
+    log(f"{name}: {' '.join(command[1:])}")
+    load_start = load_average()
+    status, seconds = run_logged(command, log_path)
+    row = {"method": name, "label": METHODS[name].label, "sweep": str(sweep),
+           "command": " ".join(["mespot-train", *command[1:]]), "returncode": status,
+           "seconds": seconds, "load_average_start": load_start,
+           "load_average_end": load_average(), "log": str(log_path)}  # fmt: skip
+    if sweep.is_dir():
+        keys = ("command", "returncode", "seconds", "load_average_start", "load_average_end")
+        (sweep / RUN_FILE).write_text(json.dumps({k: row[k] for k in keys}, indent=2) + "\n")
+    row = read_summary(row, sweep)
+    if row.get("complete") is not None and "error" not in row:
+        log(f"{name}: {row['folds_done']}/{row['folds_expected']} folds in {seconds:.0f} s, "
+            f"overall F1 {row['overall']['f1']:.4f}")  # fmt: skip
+    return row
+
+
+def read_summary(row: dict, sweep: Path) -> dict:
+    """`row` with the counts of the sweep's summary.json (or why there are none)."""
+    summary_path = sweep / "summary.json"
+    if not summary_path.is_file():
+        error = f"no summary.json (exit status {row['returncode']})\n" + tail(Path(row["log"]))
+        row.update(complete=False, folds_done=0, folds_expected=None, error=error)
+        log(f"{row['method']}: no summary.json (exit status {row['returncode']})")
+        return row
+    summary = json.loads(summary_path.read_text())
+    experiments = summary["experiments"]
+    if len(experiments) != 1:
+        row.update(complete=False, error=f"{len(experiments)} experiments in {summary_path}")
+        return row
+    (e,) = experiments
+    row.update({k: e[k] for k in ("complete", "folds_done", "folds_expected", "missing", "failed",
+                                  *ROWS, "per_subject")})  # fmt: skip
+    row.update(experiment=summary["name"], matching=summary["matching"], iou=summary["iou"])
+    return row
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _f1(row: dict, key: str) -> str:
+    return num(row[key]["f1"], 4) if key in row else "–"
+
+
+def _wall(row: dict) -> str:
+    """A method's wall time; a reused sweep (--resume) says so."""
+    wall = "–" if row["seconds"] is None else f"{row['seconds'] / 60:.1f} min"
+    return wall + (" (reused)" if row.get("reused") else "")
+
+
+def _folds(row: dict) -> str:
+    done = f"{row.get('folds_done', 0)}/{row.get('folds_expected') or '?'}"
+    return done + ("" if row.get("complete") else " ⚠")
+
+
+def table(rows: Sequence[dict]) -> list[str]:
+    """Table 4's layout: F1 per type and overall, TP/FP/FN summed over folds (overall)."""
+    lines = ["| method | MaE F1 | ME F1 | Overall F1 | TP/FP/FN | folds | wall time |",
+             "|---|--:|--:|--:|--:|--:|--:|"]  # fmt: skip
+    for r in rows:
+        o = r.get("overall")
+        counts = f"{o['tp']}/{o['fp']}/{o['fn']}" if o else "–"
+        lines.append(f"| {r['label']} | {_f1(r, 'mae')} | {_f1(r, 'me')} | {_f1(r, 'overall')} | "
+                     f"{counts} | {_folds(r)} | {_wall(r)} |")  # fmt: skip
+    return lines
+
+
+def counts_table(rows: Sequence[dict]) -> list[str]:
+    lines = ["| method | type | n_pred | n_gt | TP | FP | FN | precision | recall | F1 |",
+             "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|"]  # fmt: skip
+    for r in rows:
+        for key in ROWS:
+            if key in r:
+                c = r[key]
+                lines.append(f"| {r['label']} | {ROW_NAMES[key]} | {c['n_pred']} | {c['n_gt']} | "
+                             f"{c['tp']} | {c['fp']} | {c['fn']} | {num(c['precision'], 4)} | "
+                             f"{num(c['recall'], 4)} | {num(c['f1'], 4)} |")  # fmt: skip
+    return lines
+
+
+def markdown(result: dict) -> str:
+    env, budget, data = result["environment"], result["budget"], result["data"]
+    s = budget["synth"]
+    rows = result["rows"]
+    pre = data["preprocess"]
+    lines = [
+        "# Accuracy benchmark", "",
+        common.header(env, f"torch {env['torch']}, lightning {env['lightning']}", result["quick"]),
+        "",
+        f"Mock CAS(ME)² (mespot-synth, seed {s['seed']}): {s['subjects']} subjects × "
+        f"{s['videos_per_subject']} videos × {s['frames']} frames, {s['mae_per_video']} MaE + "
+        f"{s['me_per_video']} ME per video, with blinks, head motion and lighting changes; "
+        f"preprocessed at {pre['size']} px with {pre['flow']} flow. Every leave-one-subject-out "
+        "fold per method (each fold picks its epoch and threshold on one validation subject); "
+        "TP/FP/FN summed over folds, then F1, strict matching at IoU ≥ 0.5 (the MEGC way).", "",
+        *table(rows), "",
+        "TP/FP/FN: both types together. Learned methods: conf/experiment/bench_accuracy.yaml "
+        "(CPU sizes: vovnet_small / resnet_small / densenet_small, small neck)"
+        + (f" with {' '.join(budget['learned_overrides'])}" if budget["learned_overrides"] else "")
+        + "; baseline: conf/experiment/baseline.yaml. " + " ".join(budget["notes"]), "",
+        "## Counts", "", *counts_table(rows), "",
+        "## Per subject (overall TP/FP/FN, threshold)", "",
+    ]  # fmt: skip
+    subjects = sorted({s for r in rows for s in r.get("per_subject", {})})
+    lines += ["| method | " + " | ".join(subjects) + " |",
+              "|---|" + "--:|" * len(subjects)]  # fmt: skip
+    for r in rows:
+        cells = []
+        for subject in subjects:
+            p = r.get("per_subject", {}).get(subject)
+            cells.append(f"{p['overall']['tp']}/{p['overall']['fp']}/{p['overall']['fn']} "
+                         f"@{num(p['threshold'], 2)}" if p else "–")  # fmt: skip
+        lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
+    lines += ["", "## Timings", "",
+              f"Mock: {num(data['synth_seconds'], 0) + ' s' if data['synth_seconds'] else 'reused'}"
+              f"; preprocessing: {pre['seconds']:.0f} s; total: {result['seconds'] / 60:.1f} min.",
+              "", "| method | wall time | load average at start | at end |",
+              "|---|--:|---|---|"]  # fmt: skip
+    for r in rows:
+        lines.append(f"| {r['label']} | {_wall(r)} | {r['load_average_start']} | "
+                     f"{r['load_average_end']} |")  # fmt: skip
+    problems = [r for r in rows if not r.get("complete")]
+    if problems:
+        lines += ["", "## Incomplete", ""]
+        lines += [f"- {r['label']}: see {r['log']}" for r in problems]
+    lines += ["", "## Commands", "", "```", result["command"], pre["command"]]
+    lines += [r["command"] for r in rows] + ["```", ""]
+    return "\n".join(lines)
+
+
+def environment() -> dict:
+    import lightning
+    import torch
+
+    return common.environment(common.git_commit(), torch=torch.__version__,
+                              lightning=lightning.__version__)  # fmt: skip
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m mespot.bench.accuracy",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true", help="a smoke test: 3 subjects, "
+                        "1 epoch of 2 batches, DIS flow at 32 px")  # fmt: skip
+    parser.add_argument(
+        "--out", type=Path, help=f"results folder (default {DEFAULT_OUT}; --quick: a temp folder)"
+    )
+    parser.add_argument("--data", type=Path, help="mock, cache and sweeps (default data/bench; "
+                        "--quick: <out>/data)")  # fmt: skip
+    parser.add_argument("--resume", action="store_true", help="reuse each method's sweep that is "
+                        "complete and was launched with the same overrides")  # fmt: skip
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS),
+                        help="methods to run (default: all)")  # fmt: skip
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    budget = QUICK if args.quick else FULL
+    out_dir = args.out or (
+        Path(tempfile.gettempdir()) / "mespot-bench" if args.quick else DEFAULT_OUT
+    )
+    data = (args.data or (out_dir / "data" if args.quick else REPO / "data" / "bench")).resolve()
+    methods = list(args.methods or METHODS)
+    start = time.perf_counter()
+    command = "python -m mespot.bench.accuracy " + " ".join(sys.argv[1:] if argv is None else argv)
+    result = {"command": command.strip(), "quick": args.quick, "environment": environment(),
+              "budget": {"synth": budget.synth, "size": budget.size, "flow": budget.flow,
+                         "learned_overrides": list(budget.learned_overrides),
+                         "notes": budget.notes},
+              "methods": methods}  # fmt: skip
+    result["data"] = prepare_data(budget, data)
+    result["rows"] = [run_method(name, budget, data, args.resume) for name in methods]
+    result["complete"] = all(r.get("complete") for r in result["rows"])
+    result["seconds"] = time.perf_counter() - start
+    result["environment"]["load_average_at_end"] = load_average()
+    json_path, md_path = write_report(result, out_dir, "accuracy", markdown)
+    print("\n".join(table(result["rows"])))
+    log(f"wrote {json_path} and {md_path} in {result['seconds'] / 60:.1f} min")
+    incomplete = [r["method"] for r in result["rows"] if not r.get("complete")]
+    if incomplete:
+        log(f"incomplete: {', '.join(incomplete)} (logs in {data / 'logs'})")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

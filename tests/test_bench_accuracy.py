@@ -1,0 +1,78 @@
+"""The accuracy benchmark on a tiny budget (`--quick`: 3 subjects, 1 epoch of 2 batches, DIS flow
+at 32 px; about a minute on 2 cores): every method's full LOSO sweep lands where the runner looks,
+and the report holds each method's counts, F1 that follow from them and the commands."""
+
+import json
+
+import pytest
+
+from mespot.bench import accuracy as bench
+
+ROWS = ("mae", "me", "overall")
+
+
+def f1(counts: dict) -> float:
+    """The MEGC F1 from the counts alone."""
+    tp, fp, fn = counts["tp"], counts["fp"], counts["fn"]
+    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> tuple[int, dict, str]:
+    """(exit status, accuracy.json, accuracy.md) of a quick run into a temporary folder."""
+    out = tmp_path_factory.mktemp("bench")
+    status = bench.main(["--quick", "--out", str(out)])
+    saved = json.loads((out / "accuracy.json").read_text())
+    return status, saved, (out / "accuracy.md").read_text()
+
+
+@pytest.mark.slow
+def test_every_method_runs_every_fold(report):
+    status, saved, _ = report
+    assert status == 0 and saved["complete"]
+    assert [r["method"] for r in saved["rows"]] == list(bench.METHODS)
+    subjects = bench.QUICK.synth["subjects"]
+    for row in saved["rows"]:
+        assert row["complete"] and row["folds_done"] == row["folds_expected"] == subjects
+        assert len(row["per_subject"]) == subjects
+        assert row["seconds"] > 0 and row["load_average_start"] is not None
+
+
+@pytest.mark.slow
+def test_counts_add_up_and_f1_follows_from_them(report):
+    _, saved, _ = report
+    for row in saved["rows"]:
+        for key in ROWS:
+            c = row[key]
+            assert c["fp"] == c["n_pred"] - c["tp"] >= 0 and c["fn"] == c["n_gt"] - c["tp"] >= 0
+            assert c["f1"] == pytest.approx(f1(c), abs=1e-12)
+        assert row["overall"]["n_gt"] == row["mae"]["n_gt"] + row["me"]["n_gt"] > 0
+        assert row["overall"]["tp"] == row["mae"]["tp"] + row["me"]["tp"]
+        per_subject_tp = sum(s["overall"]["tp"] for s in row["per_subject"].values())
+        assert per_subject_tp == row["overall"]["tp"]  # summed over folds, then F1
+
+
+@pytest.mark.slow
+def test_report_records_commands_machine_and_table(report):
+    _, saved, md = report
+    assert saved["command"].startswith("python -m mespot.bench.accuracy --quick")
+    env = saved["environment"]
+    assert env["commit"] and env["cpu_count"] and env["load_average_at_end"] is not None
+    assert saved["data"]["preprocess"]["command"].startswith("mespot-preprocess")
+    for row in saved["rows"]:
+        assert row["command"].startswith("mespot-train -m ")
+        assert "data.test_subject=all" in row["command"] and "hydra.sweep.dir=" in row["command"]
+        assert row["command"] in md
+        assert f"| {row['label']} | {row['mae']['f1']:.4f} | {row['me']['f1']:.4f} | " in md
+    assert "experiment=baseline" in saved["rows"][0]["command"]
+
+
+def test_a_learned_method_command_overrides_the_bench_experiment(tmp_path):
+    command = bench.method_command("resnet_flow", bench.FULL, tmp_path, tmp_path / "sweep")
+    assert command[1:4] == ["-m", "experiment=bench_accuracy", "model/backbone=resnet_small"]
+    assert f"hydra.sweep.dir={tmp_path / 'sweep'}" in command
+    assert "preprocessing.size=64" in command and "preprocessing.flow.method=tvl1" in command
+    noflow = bench.method_command("vovnet_noflow", bench.QUICK, tmp_path, tmp_path / "s")
+    assert "data.use_flow=false" in noflow and "trainer.max_epochs=1" in noflow
+    baseline = bench.method_command("baseline", bench.QUICK, tmp_path, tmp_path / "s")
+    assert "trainer.max_epochs=1" not in baseline  # the baseline sets its own one-batch epoch
