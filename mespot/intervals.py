@@ -19,6 +19,14 @@ from mespot.errors import UserError
 TYPES = ("mae", "me")
 TYPE_NAMES = {"mae": "MaE", "me": "ME"}
 
+
+def format_thresholds(thresholds: dict[str, float] | None) -> str:
+    """{'mae': 0.31, 'me': 0.12} → 'MaE 0.310 / ME 0.120' (score thresholds per type)."""
+    if not thresholds:
+        return "–"
+    return " / ".join(f"{TYPE_NAMES[t]} {thresholds[t]:.3f}" for t in TYPES if t in thresholds)
+
+
 # Spellings found in the official files (CAS(ME)², SAMM-LV, CAS(ME)³) and in other methods' outputs.
 _TYPE_ALIASES = {
     "mae": "mae",

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mespot.errors import UserError
 from mespot.files import atomic_write_json, atomic_write_text
-from mespot.intervals import TYPES
+from mespot.intervals import TYPES, format_thresholds
 from mespot.metrics import Counts
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ class Fold:
     subject: str
     settings: tuple[str, ...]  # its command-line overrides, without the fold and hydra.*
     counts: dict[str, Counts] | None  # per type; None while unfinished or failed
-    threshold: float | None = None
+    thresholds: dict[str, float] | None = None  # per type
     error: str | None = None  # failed.txt's last line, or why there are no metrics
     rule: tuple[str, float] | None = None  # (matching, IoU) it was scored with
     finished: float = 0.0  # metrics.json's mtime: the newest of two runs of a fold wins
@@ -88,7 +88,7 @@ class Experiment:
             "duplicates": self.duplicates,
             **{row: c.as_dict() for row, c in self.total().items()},
             "per_subject": {
-                f.subject: {"job": f.job, "threshold": f.threshold,
+                f.subject: {"job": f.job, "thresholds": f.thresholds,
                             **{row: c.as_dict() for row, c in _with_overall(f.counts).items()}}
                 for f in sorted(self.done, key=lambda f: f.subject)
             },
@@ -127,12 +127,13 @@ class Summary:
         for e in self.experiments:
             lines += ["", f"## {e.label}", "", *_counts_table(e.total()), ""]
             lines += _problems(e)
-            lines += ["| Subject | job | threshold | MaE TP/FP/FN | ME TP/FP/FN | Overall F1 |",
+            lines += ["| Subject | job | thresholds | MaE TP/FP/FN | ME TP/FP/FN | Overall F1 |",
                       "|---|---|---|---|---|---|"]  # fmt: skip
             for f in sorted(e.done, key=lambda f: f.subject):
                 c = _with_overall(f.counts)
-                lines.append(f"| {f.subject} | {f.job} | {f.threshold:.4f} | {_tpfpfn(c['mae'])} | "
-                             f"{_tpfpfn(c['me'])} | {c['overall'].f1:.4f} |")  # fmt: skip
+                lines.append(f"| {f.subject} | {f.job} | {format_thresholds(f.thresholds)} | "
+                             f"{_tpfpfn(c['mae'])} | {_tpfpfn(c['me'])} | "
+                             f"{c['overall'].f1:.4f} |")  # fmt: skip
         return "\n".join(lines) + "\n"
 
     def table(self) -> str:
@@ -206,7 +207,7 @@ def read_fold(sweep: Path, job: Path) -> Fold:
         result = json.loads(metrics.read_text())
         fold.counts = {t: Counts(result[t]["n_pred"], result[t]["n_gt"], result[t]["tp"])
                        for t in TYPES}  # fmt: skip
-        fold.threshold = result.get("threshold")
+        fold.thresholds = result.get("thresholds")
         fold.rule = (result["matching"], float(result["iou"]))
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise UserError(f"{metrics}: not a mespot metrics.json ({e})") from e

@@ -1,12 +1,13 @@
 """SpotterModule: per-frame backbone → temporal FPN → anchor-free head → focal + L1 + IoU loss.
 
-Validation decodes every window, post-processes each validation video and picks the score
-threshold that maximises the validation subjects' F1; the threshold is a buffer, so the
-checkpoint of the best epoch carries it and the test subject is scored with it, frozen.
+Validation decodes every window, post-processes each validation video and picks one score
+threshold per type that maximises the validation subjects' overall F1; the thresholds are a
+buffer, so the checkpoint of the best epoch carries them and the test subject is scored with
+them, frozen.
 `test` writes predictions.csv and metrics.json into the trainer's root folder.
 
 Under DDP every rank first gathers the window outputs of all ranks (`gather_outputs`), so every
-rank post-processes and scores every video and picks the same threshold; only global rank zero
+rank post-processes and scores every video and picks the same thresholds; only global rank zero
 writes the files.
 """
 
@@ -23,14 +24,16 @@ from torch import Tensor
 
 import mespot
 from mespot.files import atomic_write_json, atomic_write_text
+from mespot.intervals import TYPES
 from mespot.metrics import evaluate
 from mespot.models.backbones import FrameEncoder, build_backbone
 from mespot.models.fpn import TemporalFPN
 from mespot.models.head import SpottingHead, assign_targets, decode, default_ranges, make_points
 from mespot.models.losses import SpottingLoss
-from mespot.postprocess import apply_threshold, best_threshold, postprocess_video
+from mespot.postprocess import apply_threshold, best_thresholds, postprocess_video
 
-CHECKPOINT_FORMAT = 1  # bump when a checkpoint of the previous format can no longer be loaded
+# Bump when a checkpoint of the previous format can no longer be loaded. 2: a threshold per type.
+CHECKPOINT_FORMAT = 2
 WindowOutput = tuple[int, int, Tensor, Tensor, Tensor]  # video, start, segments, scores, labels
 
 
@@ -52,15 +55,18 @@ def gather_outputs(outputs: list[WindowOutput]) -> list[WindowOutput]:
 
 
 class IntervalSpotter(pl.LightningModule):
-    """What every spotter shares: window outputs → per-video predictions, the score threshold
-    chosen on validation subjects (a buffer, so the best epoch's checkpoint carries it), and the
-    test fold's predictions.csv + metrics.json. Subclasses call `_collect` from their
-    validation and test steps with each window's decoded (segments, scores, labels)."""
+    """What every spotter shares: window outputs → per-video predictions, the score thresholds
+    (one per type) chosen on validation subjects (a buffer, so the best epoch's checkpoint
+    carries them), and the test fold's predictions.csv + metrics.json. Subclasses call
+    `_collect` from their validation and test steps with each window's decoded
+    (segments, scores, labels)."""
 
     def __init__(self, postprocess: Mapping | None = None):
         super().__init__()
         self.postprocess = dict(postprocess or {})
-        self.register_buffer("threshold", torch.tensor(0.0))  # chosen on validation subjects
+        # one score threshold per type, in TYPES order, chosen on validation subjects; float64,
+        # so that test applies exactly the thresholds validation chose among the scores
+        self.register_buffer("thresholds", torch.zeros(len(TYPES), dtype=torch.float64))
         self._outputs: list[WindowOutput] = []
 
     def _collect(self, batch: dict, decoded: list[tuple[Tensor, Tensor, Tensor]]) -> None:
@@ -73,22 +79,25 @@ class IntervalSpotter(pl.LightningModule):
             self._outputs.clear()
             return
         predictions, ground_truth, videos = self._predictions("val")
-        threshold, _ = best_threshold(predictions, ground_truth, videos=videos)
-        self.threshold.fill_(threshold)
-        self._log_scores("val", apply_threshold(predictions, threshold), ground_truth, videos)
-        self.log("val/threshold", threshold, sync_dist=True)
+        thresholds, _ = best_thresholds(predictions, ground_truth, videos=videos)
+        self.thresholds.copy_(torch.tensor([thresholds[kind] for kind in TYPES]))
+        self._log_scores("val", apply_threshold(predictions, thresholds), ground_truth, videos)
+        self.log_dict({f"val/threshold_{k}": v for k, v in thresholds.items()}, sync_dist=True)
+
+    def score_thresholds(self) -> dict[str, float]:
+        """{type: threshold} as chosen on the validation subjects."""
+        return {kind: float(t) for kind, t in zip(TYPES, self.thresholds.tolist(), strict=True)}
 
     def on_test_epoch_end(self) -> None:
         predictions, ground_truth, videos = self._predictions("test")
-        predictions = apply_threshold(predictions, float(self.threshold))
+        thresholds = self.score_thresholds()
+        predictions = apply_threshold(predictions, thresholds)
         result = self._log_scores("test", predictions, ground_truth, videos)
         if not self.trainer.is_global_zero:
             return
         out = Path(self.trainer.default_root_dir)
         atomic_write_text(out / "predictions.csv", predictions.to_csv(index=False))
-        atomic_write_json(
-            out / "metrics.json", {**result.to_dict(), "threshold": float(self.threshold)}
-        )
+        atomic_write_json(out / "metrics.json", {**result.to_dict(), "thresholds": thresholds})
 
     def _predictions(self, split: str) -> tuple[pd.DataFrame, pd.DataFrame, list]:
         """Every video of the split: post-processed predictions (unthresholded), ground truth."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -98,7 +99,7 @@ def timeline(
     scores: np.ndarray | None = None,
     frames: np.ndarray | None = None,
     ground_truth: pd.DataFrame | None = None,
-    threshold: float | None = None,
+    thresholds: Mapping[str, float] | None = None,
     title: str = "",
     iou: float = 0.5,
     matching: str = "strict",
@@ -107,10 +108,11 @@ def timeline(
 
     predictions: rows onset, offset (inclusive frame numbers), type ('mae' | 'me'), optional
     score. scores: (T, 2) per-frame MaE and ME scores in [0, 1] at frame numbers `frames` (T,);
-    None draws the intervals only. ground_truth: rows onset, offset, type, or None. threshold:
-    drawn as a dashed line over the score curves. iou / matching: how TP and FP are decided
-    (`mark_hits`). The format follows the suffix (.png, .pdf, .svg, …). Frame f is drawn over
-    [f / fps, (f + 1) / fps) seconds, so a one-frame interval keeps a width.
+    None draws the intervals only. ground_truth: rows onset, offset, type, or None. thresholds:
+    {type: score threshold}, each drawn as a dashed line over its panel's score curve.
+    iou / matching: how TP and FP are decided (`mark_hits`). The format follows the suffix
+    (.png, .pdf, .svg, …). Frame f is drawn over [f / fps, (f + 1) / fps) seconds, so a
+    one-frame interval keeps a width.
     """
     path = Path(path)
     fmt = path.suffix[1:].lower()
@@ -151,7 +153,7 @@ def timeline(
             None if ground_truth is None else ground_truth[gt_rows],
             None if ground_truth is None else found[gt_rows],
             None if scores is None else (frames, scores[:, k]),
-            threshold,
+            None if thresholds is None else thresholds.get(kind),
         )
     pad = max(0.005 * duration, 0.25)  # seconds
     axes[-1].set_xlim(lo / fps - pad, (hi + 1) / fps + pad)
@@ -160,7 +162,7 @@ def timeline(
     top.set_xlabel("frame", fontsize=8)
     top.tick_params(labelsize=7)
     fig.legend(
-        handles=_legend(predictions, ground_truth, scores, threshold, iou),
+        handles=_legend(predictions, ground_truth, scores, thresholds, iou),
         loc="outside lower center",
         ncols=6,
         fontsize=8,
@@ -180,6 +182,16 @@ def _panel(ax, kind, fps, predictions, hit, ground_truth, found, curve, threshol
         ax.plot((frames + 0.5) / fps, values, lw=0.6, color=COLOURS["curve"])
         if threshold is not None:
             ax.axhline(threshold, ls="--", lw=0.8, color=COLOURS["threshold"])
+            ax.text(
+                0.995,
+                threshold,
+                f"{threshold:.2f}",
+                transform=ax.get_yaxis_transform(),
+                ha="right",
+                va="bottom",
+                fontsize=6,
+                color=COLOURS["threshold"],
+            )
     scored = "score" in predictions
     shade = predictions["score"].clip(0, 1).to_numpy() if scored else np.full(len(predictions), 0.6)
     if ground_truth is None:
@@ -230,11 +242,11 @@ def _panel(ax, kind, fps, predictions, hit, ground_truth, found, curve, threshol
     ax.grid(axis="x", lw=0.3, alpha=0.5)
 
 
-def _legend(predictions, ground_truth, scores, threshold, iou) -> list:
+def _legend(predictions, ground_truth, scores, thresholds, iou) -> list:
     handles = []
     if scores is not None:
         handles.append(Line2D([], [], lw=0.8, color=COLOURS["curve"], label="per-frame score"))
-        if threshold is not None:
+        if thresholds:
             handles.append(
                 Line2D(
                     [],
@@ -242,7 +254,7 @@ def _legend(predictions, ground_truth, scores, threshold, iou) -> list:
                     ls="--",
                     lw=0.8,
                     color=COLOURS["threshold"],
-                    label=f"threshold {threshold:g}",
+                    label="threshold (chosen on validation)",
                 )
             )
     shaded = " (shade: score)" if "score" in predictions else ""

@@ -18,7 +18,8 @@ best-scored of them. An expression cut by an inner window edge is predicted trun
 window and whole by a neighbouring one; the truncated candidate is kept as it is, not
 down-weighted: NMS keeps whichever the model scored higher.
 
-`best_threshold` picks the score threshold on validation subjects (never the test subject).
+`best_thresholds` picks one score threshold per type on validation subjects (never the test
+subject).
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ import torch
 
 from mespot.errors import UserError
 from mespot.intervals import KEY, TYPES
-from mespot.metrics import Counts, evaluate, interval_iou, match
+from mespot.metrics import evaluate, interval_iou, match
 
 COLUMNS = [*KEY, "onset", "offset", "type", "score"]
-MAX_CANDIDATES = 100  # score thresholds tried by best_threshold when none are given
+MAX_CANDIDATES = 100  # score thresholds per type tried by best_thresholds when none are given
 
 Outputs = tuple[np.ndarray, np.ndarray, np.ndarray]  # segments (N, 2), scores (N,), labels (N,)
 
@@ -189,60 +190,80 @@ def postprocess_video(
     return predictions_table(subject, video, frames[kept], labels[kept], scores[kept])
 
 
-def apply_threshold(predictions: pd.DataFrame, threshold: float) -> pd.DataFrame:
-    """The predictions scored at or above the threshold."""
-    return predictions[predictions["score"] >= threshold].reset_index(drop=True)
+def apply_threshold(predictions: pd.DataFrame, thresholds: Mapping[str, float]) -> pd.DataFrame:
+    """The predictions scored at or above their type's threshold."""
+    missing = sorted(set(predictions["type"]) - set(thresholds))
+    if missing:
+        raise UserError(f"no score threshold for type(s) {missing}; thresholds: {dict(thresholds)}")
+    limits = predictions["type"].map(thresholds).to_numpy(dtype=np.float64)
+    return predictions[predictions["score"].to_numpy() >= limits].reset_index(drop=True)
 
 
-def best_threshold(
+def best_thresholds(
     predictions: pd.DataFrame,
     ground_truth: pd.DataFrame,
-    candidates: Sequence[float] | None = None,
+    candidates: Mapping[str, Sequence[float]] | None = None,
     videos: Iterable[tuple[str, str]] | None = None,
     iou: float = 0.5,
-) -> tuple[float, float]:
-    """(threshold, overall F1) maximising the strict MEGC F1 over candidate score thresholds.
+) -> tuple[dict[str, float], float]:
+    """({type: threshold}, overall F1): one score threshold per type, jointly maximising the
+    strict MEGC overall F1.
 
-    Give it validation subjects only: choosing on the test subject is the "oracle" of
-    docs/design.md §5. Default candidates: the distinct scores, or MAX_CANDIDATES quantiles of
-    them when there are more. `videos` as in mespot.metrics.evaluate (predictions for videos
-    without ground truth count as false positives). Ties go to the lowest threshold, which
-    keeps the most predictions: when validation cannot tell thresholds apart (e.g. F1 = 0 at all
-    of them), nothing is filtered out on no evidence.
+    One threshold per type because the types score on different scales: a faint ME's best score
+    sits far below a MaE's, and a shared threshold set by the MaEs silences every ME. Matching is
+    per video and type, so each type's TP/FP/FN are counted once per candidate and the overall F1
+    of every combination is their sum. Give it validation subjects only: choosing on the test
+    subject is the "oracle" of docs/design.md §5. Default candidates per type: its distinct
+    scores (MAX_CANDIDATES quantiles when there are more) and one just above its best score,
+    which keeps none of the type (when its predictions only add false positives). `videos` as in
+    mespot.metrics.evaluate. Ties go to the lowest thresholds, which keep the most predictions:
+    when validation cannot tell thresholds apart, nothing is filtered out on no evidence.
     """
     evaluate(predictions, ground_truth, iou=iou, videos=videos)  # checks the inputs, warns once
-    if candidates is None:
-        candidates = default_candidates(predictions["score"].to_numpy())
-    thresholds = sorted(float(t) for t in candidates) or [0.0]
     groups = _groups(predictions, ground_truth)
-    f1 = [_overall_f1(groups, threshold, iou) for threshold in thresholds]
-    best = int(np.argmax(f1))  # the first maximum: the lowest threshold
-    return thresholds[best], f1[best]
+    thresholds, counts = {}, []
+    for kind in TYPES:
+        if candidates is None:
+            scores = predictions.loc[predictions["type"] == kind, "score"].to_numpy()
+            above = [np.nextafter(scores.max(), np.inf)] if len(scores) else []
+            options = [*default_candidates(scores), *above]
+        else:
+            options = candidates.get(kind, [])
+        thresholds[kind] = sorted(float(t) for t in options) or [0.0]
+        counts.append(np.array([_counts(groups[kind], t, iou) for t in thresholds[kind]]))
+    mae, me = counts  # (n_pred, n_gt, tp) per candidate; summed for every pair of candidates
+    total = mae[:, None, :] + me[None, :, :]
+    n_pred, n_gt, tp = np.moveaxis(total, -1, 0)
+    f1 = np.divide(2 * tp, n_pred + n_gt, out=np.zeros(tp.shape), where=n_pred + n_gt > 0)
+    best = np.unravel_index(np.argmax(f1), f1.shape)  # the first maximum: the lowest thresholds
+    chosen = {kind: thresholds[kind][i] for kind, i in zip(TYPES, best, strict=True)}
+    return chosen, float(f1[best])
 
 
-def _groups(predictions: pd.DataFrame, ground_truth: pd.DataFrame) -> list[tuple]:
-    """(predicted intervals, their scores, ground-truth intervals) per video and type, grouped
-    once: mespot.metrics.evaluate per candidate would regroup the tables each time."""
+def _groups(predictions: pd.DataFrame, ground_truth: pd.DataFrame) -> dict[str, list[tuple]]:
+    """Per type: (predicted intervals, their scores, ground-truth intervals) of every video,
+    grouped once: mespot.metrics.evaluate per candidate would regroup the tables each time."""
     keys, frames = [*KEY, "type"], ["onset", "offset"]
     predicted = dict(iter(predictions.groupby(keys)))
     annotated = dict(iter(ground_truth.groupby(keys)))
-    groups = []
+    groups: dict[str, list[tuple]] = {kind: [] for kind in TYPES}
     for key in set(predicted) | set(annotated):
         p = predicted.get(key, predictions.iloc[:0])
         g = annotated.get(key, ground_truth.iloc[:0])
         scores = p["score"].to_numpy(dtype=np.float64)
-        groups.append((p[frames].to_numpy(), scores, g[frames].to_numpy()))
+        groups[key[-1]].append((p[frames].to_numpy(), scores, g[frames].to_numpy()))
     return groups
 
 
-def _overall_f1(groups: list[tuple], threshold: float, iou: float) -> float:
-    """Overall strict F1 of the predictions scored ≥ threshold, counted as evaluate counts."""
-    counts = Counts()
+def _counts(groups: list[tuple], threshold: float, iou: float) -> tuple[int, int, int]:
+    """(n_pred, n_gt, tp) of the predictions scored ≥ threshold, counted as evaluate counts."""
+    n_pred = n_gt = tp = 0
     for predicted, scores, annotated in groups:
         kept = scores >= threshold
-        tp = len(match(predicted[kept], annotated, scores[kept], iou=iou, matching="strict"))
-        counts += Counts(int(kept.sum()), len(annotated), tp)
-    return counts.f1
+        n_pred += int(kept.sum())
+        n_gt += len(annotated)
+        tp += len(match(predicted[kept], annotated, scores[kept], iou=iou, matching="strict"))
+    return n_pred, n_gt, tp
 
 
 def default_candidates(scores: np.ndarray) -> np.ndarray:

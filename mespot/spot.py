@@ -202,12 +202,12 @@ def spot(
     with Progress(*progress_columns(), disable=not progress) as bar:
         info = preprocess_recording(recording, settings, Path(out) / "cache", bar)
         outputs, frame_scores = run_windows(model, info, batch_size, bar)
-    threshold = float(model.threshold)
+    thresholds = model.score_thresholds()
     predictions = postprocess_video("recording", info.video, outputs, info.source_frames,
                                     info.source_fps, **model.postprocess)  # fmt: skip
-    predictions = apply_threshold(predictions, threshold)
+    predictions = apply_threshold(predictions, thresholds)
     return SpotResult(recording, info, intervals_table(predictions, recording), frame_scores,
-                      threshold)  # fmt: skip
+                      thresholds)  # fmt: skip
 
 
 def intervals_table(predictions: pd.DataFrame, recording: Recording) -> pd.DataFrame:
@@ -229,4 +229,4 @@ class SpotResult:
     info: VideoInfo
     intervals: pd.DataFrame  # COLUMNS
     frame_scores: np.ndarray  # (cached frames, 2): MaE, ME
-    threshold: float
+    thresholds: dict[str, float]  # per type, chosen on the checkpoint's validation subjects

@@ -163,15 +163,15 @@ def test_one_fold_picks_a_threshold_on_validation_and_writes_its_results(tiny_mo
     assert set(predictions["subject"]) <= {"s16"}
     assert predictions["score"].between(0, 1).all()
     metrics = json.loads((run / "metrics.json").read_text())
-    assert {"mae", "me", "overall", "threshold"} <= set(metrics)
-    assert 0.0 <= metrics["threshold"] <= 1.0
+    assert {"mae", "me", "overall", "thresholds"} <= set(metrics)
+    assert all(0.0 <= t <= 1.0 for t in metrics["thresholds"].values())
     logged = pd.read_csv(run / "csv" / "version_0" / "metrics.csv")
-    assert "val/threshold" in logged and "test/overall_f1" in logged
+    assert {"val/threshold_mae", "val/threshold_me", "test/overall_f1"} <= set(logged.columns)
     # plain values only: the checkpoint loads without unpickling code, and carries the threshold
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert set(checkpoint["state_dict"]) == {"threshold"}
-    assert float(checkpoint["state_dict"]["threshold"]) == pytest.approx(metrics["threshold"])
+    assert set(checkpoint["state_dict"]) == {"thresholds"}
+    assert checkpoint["state_dict"]["thresholds"].tolist() == list(metrics["thresholds"].values())
     assert checkpoint["hyper_parameters"]["me_seconds"] == 0.4
     assert checkpoint["hyper_parameters"]["inputs"]["stride"] == 16
     model = BaselineModule.load_from_checkpoint(run / "checkpoints" / "last.ckpt")
-    assert float(model.threshold) == pytest.approx(metrics["threshold"])
+    assert model.score_thresholds() == metrics["thresholds"]

@@ -137,7 +137,9 @@ def write_job(sweep, job, subject, rows, settings=(), finished=True, mtime=None)
     if finished:
         counts = {t: {"n_pred": 1, "n_gt": 1, "tp": 1} for t in TYPES}
         (folder / "metrics.json").write_text(
-            json.dumps({**counts, "matching": "strict", "iou": 0.5, "threshold": 0.3})
+            json.dumps(
+                {**counts, "matching": "strict", "iou": 0.5, "thresholds": {"mae": 0.3, "me": 0.2}}
+            )
         )
         if mtime is not None:
             os.utime(folder / "metrics.json", (mtime, mtime))

@@ -201,7 +201,14 @@ def write_job(sweep, job, subject, settings=(), counts=(1, 1, 1), rule=("strict"
         n_pred, n_gt, tp = counts
         metrics = {t: {"n_pred": n_pred, "n_gt": n_gt, "tp": tp} for t in TYPES}
         (folder / "metrics.json").write_text(
-            json.dumps({**metrics, "matching": rule[0], "iou": rule[1], "threshold": 0.3})
+            json.dumps(
+                {
+                    **metrics,
+                    "matching": rule[0],
+                    "iou": rule[1],
+                    "thresholds": {"mae": 0.3, "me": 0.2},
+                }
+            )
         )
     return folder
 

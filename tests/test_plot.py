@@ -101,7 +101,7 @@ def test_ten_minute_recording_with_scores_and_ground_truth(recording, tmp_path):
         scores=scores,
         frames=frames,
         ground_truth=gt,
-        threshold=0.5,
+        thresholds={"mae": 0.5, "me": 0.2},
         title="s15 15_0101",
     )
     assert out == tmp_path / "figs" / "timeline.png"

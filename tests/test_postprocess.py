@@ -13,7 +13,7 @@ from mespot.metrics import evaluate, interval_iou
 from mespot.postprocess import (
     COLUMNS,
     apply_threshold,
-    best_threshold,
+    best_thresholds,
     default_candidates,
     duration_filter,
     merge_windows,
@@ -244,44 +244,71 @@ GROUND_TRUTH = pd.DataFrame(
 )
 
 
-def test_best_threshold_maximises_overall_f1():
+def test_best_thresholds_maximise_overall_f1():
     predictions = scored(
         (10, 20, "mae", 0.9),  # TP
         (30, 40, "mae", 0.8),  # FP
         (50, 60, "mae", 0.6),  # TP
         (70, 80, "mae", 0.3),  # FP
-        (90, 95, "me", 0.2),  # FP
+        (90, 95, "me", 0.2),  # FP: the ME threshold goes just above it, keeping no ME
     )
-    # F1 at 0.9: 2/3, 0.8: 1/2, 0.6: 4/5, 0.3: 2/3, 0.2: 4/7
-    assert best_threshold(predictions, GROUND_TRUTH) == (0.6, pytest.approx(0.8))
-    assert best_threshold(predictions, GROUND_TRUTH, candidates=[0.85, 0.7]) == (
-        0.85,
-        pytest.approx(2 / 3),
+    # MaE alone, F1 at 0.9: 2/3, 0.8: 1/2, 0.6: 4/5, 0.3: 2/3; the ME only adds a false positive
+    thresholds, f1 = best_thresholds(predictions, GROUND_TRUTH)
+    assert thresholds["mae"] == 0.6 and f1 == pytest.approx(0.8)
+    assert thresholds["me"] == np.nextafter(0.2, 1)
+    assert len(apply_threshold(predictions, thresholds)) == 3  # the MaEs at 0.9, 0.8 and 0.6
+    assert best_thresholds(predictions, GROUND_TRUTH, {"mae": [0.85, 0.7], "me": [0.1]}) == (
+        {"mae": 0.85, "me": 0.1},
+        pytest.approx(1 / 2),
     )
-    assert len(apply_threshold(predictions, 0.6)) == 3
 
 
-def test_best_threshold_ties_go_to_the_lowest_threshold():
+def test_each_type_gets_its_own_threshold():
+    truth = pd.concat([GROUND_TRUTH, scored((100, 106, "me", 1.0)).drop(columns="score")])
+    predictions = scored(
+        (10, 20, "mae", 0.9),  # TP
+        (50, 60, "mae", 0.8),  # TP
+        (70, 80, "mae", 0.5),  # FP
+        (100, 106, "me", 0.3),  # TP: a faint ME scores below every MaE
+        (120, 126, "me", 0.1),  # FP
+    )
+    thresholds, f1 = best_thresholds(predictions, truth)
+    assert thresholds == {"mae": 0.8, "me": 0.3} and f1 == 1.0
+    # one shared threshold could not have it: at 0.3 the MaE FP stays, at 0.8 the ME is lost
+    for shared in (0.3, 0.8):
+        kept = apply_threshold(predictions, {"mae": shared, "me": shared})
+        assert evaluate(kept, truth).overall.f1 < 1.0
+
+
+def test_best_thresholds_ties_go_to_the_lowest_threshold():
     predictions = scored(
         (10, 20, "mae", 0.9),  # TP
         (30, 40, "mae", 0.5),  # FP
         (70, 80, "mae", 0.4),  # FP
         (50, 60, "mae", 0.3),  # TP
     )
-    # F1 at 0.9: 2/3, 0.5: 1/2, 0.4: 2/5, 0.3: 4/6
-    assert best_threshold(predictions, GROUND_TRUTH) == (0.3, pytest.approx(2 / 3))
+    # F1 at 0.9: 2/3, 0.5: 1/2, 0.4: 2/5, 0.3: 4/6; no ME predictions: nothing to filter
+    assert best_thresholds(predictions, GROUND_TRUTH) == (
+        {"mae": 0.3, "me": 0.0},
+        pytest.approx(2 / 3),
+    )
 
 
-def test_best_threshold_without_predictions():
-    assert best_threshold(scored(), GROUND_TRUTH) == (0.0, 0.0)
+def test_best_thresholds_without_predictions():
+    assert best_thresholds(scored(), GROUND_TRUTH) == ({"mae": 0.0, "me": 0.0}, 0.0)
 
 
-def test_best_threshold_checks_the_given_videos():
+def test_best_thresholds_check_the_given_videos():
     with pytest.raises(UserError, match="unknown video"):
-        best_threshold(scored((10, 20, "mae", 0.9)), GROUND_TRUTH, videos=[("s1", "v2")])
+        best_thresholds(scored((10, 20, "mae", 0.9)), GROUND_TRUTH, videos=[("s1", "v2")])
 
 
-def test_best_threshold_scores_as_evaluate_does():
+def test_apply_threshold_names_a_type_without_threshold():
+    with pytest.raises(UserError, match=r"no score threshold for type\(s\) \['me'\]"):
+        apply_threshold(scored((10, 20, "me", 0.9)), {"mae": 0.5})
+
+
+def test_best_thresholds_score_as_evaluate_does():
     rng = np.random.default_rng(1)
     onsets = rng.integers(1, 300, size=200)
     predictions = pd.DataFrame(
@@ -296,15 +323,17 @@ def test_best_threshold_scores_as_evaluate_does():
     )
     ground_truth = predictions.sample(40, random_state=1).drop(columns="score")
     ground_truth = ground_truth[ground_truth["video"] != "v3"]  # v3: predictions only
-    for threshold in (0.0, 0.3, 0.77, 0.99):
-        expected = evaluate(apply_threshold(predictions, threshold), ground_truth).overall.f1
-        assert best_threshold(predictions, ground_truth, [threshold]) == (threshold, expected)
+    for mae, me in ((0.0, 0.5), (0.3, 0.3), (0.77, 0.1), (0.99, 0.0)):
+        thresholds = {"mae": mae, "me": me}
+        expected = evaluate(apply_threshold(predictions, thresholds), ground_truth).overall.f1
+        candidates = {"mae": [mae], "me": [me]}
+        assert best_thresholds(predictions, ground_truth, candidates) == (thresholds, expected)
 
 
-def test_best_threshold_warns_once_about_unannotated_videos(caplog):
+def test_best_thresholds_warn_once_about_unannotated_videos(caplog):
     predictions = scored((10, 20, "mae", 0.9), (30, 40, "mae", 0.5))
     predictions.loc[1, "video"] = "v9"
-    best_threshold(predictions, GROUND_TRUTH)
+    best_thresholds(predictions, GROUND_TRUTH)
     assert sum("without ground truth" in r.message for r in caplog.records) == 1
 
 

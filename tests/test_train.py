@@ -66,12 +66,14 @@ def test_one_fold_trains_tests_the_held_out_subject_and_writes_its_results(tiny_
     truth = truth[truth["subject"] == "s16"]
     expected = evaluate(predictions, truth, videos=[("s16", "16_0101")]).to_dict()
     assert {k: metrics[k] for k in expected} == expected
-    assert 0.0 <= metrics["threshold"] <= 1.0
+    assert set(metrics["thresholds"]) == {"mae", "me"}
+    assert all(0.0 <= t <= 1.0 + 1e-9 for t in metrics["thresholds"].values())
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert (run / ".hydra" / "config.yaml").is_file()  # the resolved config, for reproduction
     # checkpoints hold plain values: they load without unpickling code
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert "threshold" in checkpoint["state_dict"]
+    thresholds = checkpoint["state_dict"]["thresholds"]  # one per type, as validation chose
+    assert thresholds.shape == (2,) and thresholds.dtype == torch.float64
 
 
 def test_training_resumes_from_a_checkpoint(tiny_mock, tmp_path):

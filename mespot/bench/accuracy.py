@@ -30,10 +30,10 @@ from pathlib import Path
 
 from mespot.bench import common
 from mespot.bench.common import DEFAULT_OUT, REPO, load_average, log, num, write_report
+from mespot.loso import ROW_NAMES
 
 BIN = Path(sys.executable).parent  # mespot-synth, -preprocess and -train live next to python
 ROWS = ("mae", "me", "overall")
-ROW_NAMES = {"mae": "MaE", "me": "ME", "overall": "Overall"}
 
 
 @dataclass(frozen=True)
@@ -237,6 +237,10 @@ def _wall(row: dict) -> str:
     return wall + (" (reused)" if row.get("reused") else "")
 
 
+def _thresholds(thresholds: dict | None) -> str:
+    return "–" if not thresholds else f"{thresholds['mae']:.2f} / {thresholds['me']:.2f}"
+
+
 def _folds(row: dict) -> str:
     done = f"{row.get('folds_done', 0)}/{row.get('folds_expected') or '?'}"
     return done + ("" if row.get("complete") else " ⚠")
@@ -280,15 +284,16 @@ def markdown(result: dict) -> str:
         f"{s['videos_per_subject']} videos × {s['frames']} frames, {s['mae_per_video']} MaE + "
         f"{s['me_per_video']} ME per video, with blinks, head motion and lighting changes; "
         f"preprocessed at {pre['size']} px with {pre['flow']} flow. Every leave-one-subject-out "
-        "fold per method (each fold picks its epoch and threshold on one validation subject); "
-        "TP/FP/FN summed over folds, then F1, strict matching at IoU ≥ 0.5 (the MEGC way).", "",
+        "fold per method (each fold picks its epoch and its MaE and ME score thresholds on one "
+        "validation subject); TP/FP/FN summed over folds, then F1, strict matching at IoU ≥ 0.5 "
+        "(the MEGC way).", "",
         *table(rows), "",
         "TP/FP/FN: both types together. Learned methods: conf/experiment/bench_accuracy.yaml "
         "(CPU sizes: vovnet_small / resnet_small / densenet_small, small neck)"
         + (f" with {' '.join(budget['learned_overrides'])}" if budget["learned_overrides"] else "")
         + "; baseline: conf/experiment/baseline.yaml. " + " ".join(budget["notes"]), "",
         "## Counts", "", *counts_table(rows), "",
-        "## Per subject (overall TP/FP/FN, threshold)", "",
+        "## Per subject (overall TP/FP/FN @ MaE / ME score thresholds)", "",
     ]  # fmt: skip
     subjects = sorted({s for r in rows for s in r.get("per_subject", {})})
     lines += ["| method | " + " | ".join(subjects) + " |",
@@ -298,7 +303,7 @@ def markdown(result: dict) -> str:
         for subject in subjects:
             p = r.get("per_subject", {}).get(subject)
             cells.append(f"{p['overall']['tp']}/{p['overall']['fp']}/{p['overall']['fn']} "
-                         f"@{num(p['threshold'], 2)}" if p else "–")  # fmt: skip
+                         f"@{_thresholds(p['thresholds'])}" if p else "–")  # fmt: skip
         lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
     lines += ["", "## Timings", "",
               f"Mock: {num(data['synth_seconds'], 0) + ' s' if data['synth_seconds'] else 'reused'}"

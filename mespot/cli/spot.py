@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from mespot.cli.common import CONFIG_PATH, exit_on_user_error
 from mespot.files import atomic_write_json, atomic_write_text
-from mespot.intervals import read_intervals
+from mespot.intervals import format_thresholds, read_intervals
 from mespot.spot import spot
 
 
@@ -26,7 +26,7 @@ def main(cfg: DictConfig) -> None:
     atomic_write_text(out / "intervals.csv", table.to_csv(index=False))
     atomic_write_json(out / "intervals.json", {
         "video": str(video), "checkpoint": str(cfg.ckpt), "fps": result.recording.fps,
-        "frames": len(result.recording.numbers), "threshold": result.threshold,
+        "frames": len(result.recording.numbers), "thresholds": result.thresholds,
         "intervals": table.to_dict(orient="records"),
     })  # fmt: skip
     written = ["intervals.csv", "intervals.json"]
@@ -35,12 +35,12 @@ def main(cfg: DictConfig) -> None:
 
         timeline(out / "timeline.png", predictions=table, fps=result.recording.fps,
                  scores=result.frame_scores, frames=np.asarray(result.info.source_frames),
-                 ground_truth=ground_truth, threshold=result.threshold,
+                 ground_truth=ground_truth, thresholds=result.thresholds,
                  title=f"{video.name} — {Path(cfg.ckpt).name}")  # fmt: skip
         written.append("timeline.png")
     seconds = len(result.recording.numbers) / result.recording.fps
     print(f"{video}: {len(table)} expression(s) spotted in {seconds:.1f} s "
-          f"(threshold {result.threshold:.3f})")  # fmt: skip
+          f"(thresholds {format_thresholds(result.thresholds)})")  # fmt: skip
     if len(table):
         print(table.to_string(index=False))
     print(f"wrote {', '.join(written)} in {out}")

@@ -31,8 +31,8 @@ Here, from the cached flow (flow of frame t from t−1, in pixels of the face cr
    post-processing (`postprocess.limits`, seconds; ME ≤ 0.5 s by default).
 7. Score: tanh(c(t*) / scale), with c in pixels of a 128-pixel-wide face and a fixed scale per
    type (`me_scale`, `mae_scale`: a typical micro- and macro-expression contrast), so both
-   types score in [0, 1) on one scale and one threshold — chosen by IntervalSpotter on the
-   fold's validation subjects, never on its test subject — serves both.
+   types score in [0, 1) on one scale; IntervalSpotter chooses one threshold per type on the
+   fold's validation subjects, never on its test subject.
 
 The DataModule cuts videos into overlapping windows. With a DataModule attached, each window's
 features are computed on the window plus `CONTEXT` horizons of its video on each side, read from
@@ -41,7 +41,7 @@ peaks of its own middle part (the outer (window − stride) / 2 frames on each s
 neighbours, except at the video's ends). Without one, `spot` works on whatever flow it is given.
 
 No trainable parameters: `fit` runs one short epoch (conf/experiment/baseline.yaml) only so that
-the validation loop picks the threshold and the checkpoint stores it.
+the validation loop picks the thresholds and the checkpoint stores them.
 """
 
 from __future__ import annotations
