@@ -109,8 +109,9 @@ def test_balancing_sets_the_share_of_windows_with_expressions(cache_folder):
 
 def test_augmentation_mirrors_the_flow_too(cache_folder):
     videos = read_cache(cache_folder)
-    plain = WindowDataset(videos, window=32, stride=32)[0]["x"]
-    augmented = WindowDataset(videos, window=32, stride=32, augment=True, seed=1)
+    whole = videos[0].n_frames  # a window as long as the video cannot shift
+    plain = WindowDataset(videos, window=whole, stride=whole)[0]["x"]
+    augmented = WindowDataset(videos, window=whole, stride=whole, augment=True, seed=1)
     flipped = [augmented[0]["x"] for _ in range(8)]
     mirrored = [x for x in flipped if not torch.allclose(x[:, 1:], plain[:, 1:])]
     assert mirrored, "some draws mirror the window"
@@ -129,3 +130,22 @@ def test_evaluation_windows_cover_every_frame(n_frames, window, stride):
         covered[start : start + window] += 1
     assert (covered >= 1).all()  # every frame is seen; overlaps are merged by NMS afterwards
     assert covered.max() <= window // stride + 1  # the last window sits flush with the end
+
+
+def test_training_windows_shift_by_up_to_half_a_stride(cache_folder):
+    videos = read_cache(cache_folder)
+    dataset = WindowDataset(videos, window=64, stride=32, augment=True, seed=3)
+    for index in (0, 3, len(dataset) - 1):  # a video's first, an inner and the very last window
+        v, grid = dataset.items[index]
+        starts = set()
+        for _ in range(30):
+            item = dataset[index]
+            start = item["start"]
+            assert abs(start - grid) <= 16 and 0 <= start <= videos[v].n_frames - 64
+            expected = clip_to_window(videos[v].segments, videos[v].labels, start, 64)
+            assert item["segments"].tolist() == expected[0].tolist()
+            assert item["labels"].tolist() == expected[1].tolist()
+            starts.add(start)
+        assert len(starts) > 5  # the draws differ
+    fixed = WindowDataset(videos, window=64, stride=32)
+    assert [fixed[i]["start"] for i in range(len(fixed))] == [s for _, s in fixed.items]

@@ -84,11 +84,17 @@ def split_subjects(
 
 
 class WindowDataset(Dataset):
-    """Windows of `window` frames, `stride` apart, over some videos."""
+    """Windows of `window` frames, `stride` apart, over some videos.
+
+    With `augment` (training), each draw also shifts its window by up to half a stride either
+    way: the fixed grid alone would show every expression at the same few positions, epoch
+    after epoch, and a small dataset would be learned by heart.
+    """
 
     def __init__(self, videos: list[VideoInfo], window: int, stride: int, use_flow: bool = True,
                  augment: bool = False, seed: int = 0):  # fmt: skip
         self.videos, self.window, self.use_flow, self.augment = videos, window, use_flow, augment
+        self.stride = stride
         self.items = [
             (v, start) for v, info in enumerate(videos)
             for start in window_starts(info.n_frames, window, stride)
@@ -114,6 +120,8 @@ class WindowDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         v, start = self.items[index]
+        if self.augment:
+            start = self._shift(start, self.videos[v].n_frames)
         video = self._video(v)
         stop = min(start + self.window, self.videos[v].n_frames)
         frames = torch.from_numpy(np.asarray(video.frames[start:stop], dtype=np.float32) / 255.0)
@@ -139,6 +147,12 @@ class WindowDataset(Dataset):
             "start": start,
             "valid": valid,
         }
+
+    def _shift(self, start: int, n_frames: int) -> int:
+        """A start up to half a stride away, the window still inside the video."""
+        half = self.stride // 2
+        shifted = start + int(self.rng.integers(-half, half + 1))
+        return min(max(shifted, 0), max(n_frames - self.window, 0))
 
     def _augment(self, x: torch.Tensor) -> torch.Tensor:
         """A mirrored face (flow's horizontal component changes sign) and a lighting change."""
