@@ -1,14 +1,18 @@
 """The accuracy benchmark on a tiny budget (`--quick`: 3 subjects, 1 epoch of 2 batches, DIS flow
-at 32 px; about a minute on 2 cores): every method's full LOSO sweep lands where the runner looks,
-and the report holds each method's counts, F1 that follow from them and the commands."""
+at 32 px), for the baseline and one learned method (about a minute on 2 cores; the other learned
+methods differ only in their overrides, checked without running): every fold of each method's
+LOSO sweep lands where the runner looks, the report holds each method's counts, F1 that follow
+from them and the commands, and --resume reuses the finished sweeps."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 from mespot.bench import accuracy as bench
 
 ROWS = ("mae", "me", "overall")
+RUN = ["baseline", "vovnet_flow"]
 
 
 def f1(counts: dict) -> float:
@@ -21,7 +25,7 @@ def f1(counts: dict) -> float:
 def report(tmp_path_factory) -> tuple[int, dict, str]:
     """(exit status, accuracy.json, accuracy.md) of a quick run into a temporary folder."""
     out = tmp_path_factory.mktemp("bench")
-    status = bench.main(["--quick", "--out", str(out)])
+    status = bench.main(["--quick", "--out", str(out), "--methods", *RUN])
     saved = json.loads((out / "accuracy.json").read_text())
     return status, saved, (out / "accuracy.md").read_text()
 
@@ -30,7 +34,7 @@ def report(tmp_path_factory) -> tuple[int, dict, str]:
 def test_every_method_runs_every_fold(report):
     status, saved, _ = report
     assert status == 0 and saved["complete"]
-    assert [r["method"] for r in saved["rows"]] == list(bench.METHODS)
+    assert [r["method"] for r in saved["rows"]] == RUN
     subjects = bench.QUICK.synth["subjects"]
     for row in saved["rows"]:
         assert row["complete"] and row["folds_done"] == row["folds_expected"] == subjects
@@ -76,3 +80,17 @@ def test_a_learned_method_command_overrides_the_bench_experiment(tmp_path):
     assert "data.use_flow=false" in noflow and "trainer.max_epochs=1" in noflow
     baseline = bench.method_command("baseline", bench.QUICK, tmp_path, tmp_path / "s")
     assert "trainer.max_epochs=1" not in baseline  # the baseline sets its own one-batch epoch
+
+
+@pytest.mark.slow
+def test_resume_reads_the_finished_sweeps_instead_of_running_them(report, tmp_path):
+    _, first, _ = report
+    out = tmp_path / "again"
+    data = Path(first["data"]["root"]).parent  # the first run's mock, cache and sweeps
+    status = bench.main(["--quick", "--out", str(out), "--data", str(data), "--resume",
+                         "--methods", *RUN])  # fmt: skip
+    again = json.loads((out / "accuracy.json").read_text())
+    assert status == 0 and all(row["reused"] for row in again["rows"])
+    for old, new in zip(first["rows"], again["rows"], strict=True):
+        assert {k: new[k] for k in ROWS} == {k: old[k] for k in ROWS}
+    assert "(reused)" in (out / "accuracy.md").read_text()
