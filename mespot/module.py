@@ -64,9 +64,9 @@ class IntervalSpotter(pl.LightningModule):
     def __init__(self, postprocess: Mapping | None = None):
         super().__init__()
         self.postprocess = dict(postprocess or {})
-        # one score threshold per type, in TYPES order, chosen on validation subjects; float64,
-        # so that test applies exactly the thresholds validation chose among the scores
-        self.register_buffer("thresholds", torch.zeros(len(TYPES), dtype=torch.float64))
+        # one score threshold per type, in TYPES order, chosen on validation subjects (float32
+        # values: best_thresholds picks among those, so the buffer holds them exactly)
+        self.register_buffer("thresholds", torch.zeros(len(TYPES)))
         self._outputs: list[WindowOutput] = []
 
     def _collect(self, batch: dict, decoded: list[tuple[Tensor, Tensor, Tensor]]) -> None:

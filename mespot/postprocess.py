@@ -218,6 +218,9 @@ def best_thresholds(
     which keeps none of the type (when its predictions only add false positives). `videos` as in
     mespot.metrics.evaluate. Ties go to the lowest thresholds, which keep the most predictions:
     when validation cannot tell thresholds apart, nothing is filtered out on no evidence.
+    Candidates are rounded down to float32, the precision checkpoints store them in (float64
+    does not exist on every device, e.g. Apple's MPS): validation scores exactly the thresholds
+    that the test applies, and a candidate taken from a score still keeps that score.
     """
     evaluate(predictions, ground_truth, iou=iou, videos=videos)  # checks the inputs, warns once
     groups = _groups(predictions, ground_truth)
@@ -225,11 +228,12 @@ def best_thresholds(
     for kind in TYPES:
         if candidates is None:
             scores = predictions.loc[predictions["type"] == kind, "score"].to_numpy()
-            above = [np.nextafter(scores.max(), np.inf)] if len(scores) else []
-            options = [*default_candidates(scores), *above]
+            options = list(default_candidates(scores))
+            if len(scores):  # and one above the best, keeping none of the type
+                options.append(np.nextafter(_float32_floor(scores.max()), np.float32(np.inf)))
         else:
             options = candidates.get(kind, [])
-        thresholds[kind] = sorted(float(t) for t in options) or [0.0]
+        thresholds[kind] = sorted({float(_float32_floor(t)) for t in options}) or [0.0]
         counts.append(np.array([_counts(groups[kind], t, iou) for t in thresholds[kind]]))
     mae, me = counts  # (n_pred, n_gt, tp) per candidate; summed for every pair of candidates
     total = mae[:, None, :] + me[None, :, :]
@@ -238,6 +242,12 @@ def best_thresholds(
     best = np.unravel_index(np.argmax(f1), f1.shape)  # the first maximum: the lowest thresholds
     chosen = {kind: thresholds[kind][i] for kind, i in zip(TYPES, best, strict=True)}
     return chosen, float(f1[best])
+
+
+def _float32_floor(value: float) -> np.float32:
+    """The largest float32 ≤ value."""
+    rounded = np.float32(value)
+    return np.nextafter(rounded, np.float32(-np.inf)) if rounded > value else rounded
 
 
 def _groups(predictions: pd.DataFrame, ground_truth: pd.DataFrame) -> dict[str, list[tuple]]:

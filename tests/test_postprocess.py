@@ -254,11 +254,11 @@ def test_best_thresholds_maximise_overall_f1():
     )
     # MaE alone, F1 at 0.9: 2/3, 0.8: 1/2, 0.6: 4/5, 0.3: 2/3; the ME only adds a false positive
     thresholds, f1 = best_thresholds(predictions, GROUND_TRUTH)
-    assert thresholds["mae"] == 0.6 and f1 == pytest.approx(0.8)
-    assert thresholds["me"] == np.nextafter(0.2, 1)
+    assert thresholds["mae"] == pytest.approx(0.6) and f1 == pytest.approx(0.8)
+    assert 0.2 < thresholds["me"] == pytest.approx(0.2)  # just above the only ME's score
     assert len(apply_threshold(predictions, thresholds)) == 3  # the MaEs at 0.9, 0.8 and 0.6
     assert best_thresholds(predictions, GROUND_TRUTH, {"mae": [0.85, 0.7], "me": [0.1]}) == (
-        {"mae": 0.85, "me": 0.1},
+        pytest.approx({"mae": 0.85, "me": 0.1}),
         pytest.approx(1 / 2),
     )
 
@@ -273,11 +273,22 @@ def test_each_type_gets_its_own_threshold():
         (120, 126, "me", 0.1),  # FP
     )
     thresholds, f1 = best_thresholds(predictions, truth)
-    assert thresholds == {"mae": 0.8, "me": 0.3} and f1 == 1.0
+    assert thresholds == pytest.approx({"mae": 0.8, "me": 0.3}) and f1 == 1.0
     # one shared threshold could not have it: at 0.3 the MaE FP stays, at 0.8 the ME is lost
     for shared in (0.3, 0.8):
         kept = apply_threshold(predictions, {"mae": shared, "me": shared})
         assert evaluate(kept, truth).overall.f1 < 1.0
+
+
+def test_thresholds_are_float32_values_that_keep_the_score_they_came_from():
+    truth = scored((100, 106, "me", 1.0)).drop(columns="score")
+    predictions = scored((100, 106, "me", 0.1), (120, 126, "me", 0.05))  # 0.1: no float32
+    thresholds, f1 = best_thresholds(predictions, truth)
+    assert f1 == 1.0 and thresholds["me"] <= 0.1
+    assert all(float(np.float32(t)) == t for t in thresholds.values())  # a buffer holds them
+    buffer = torch.tensor([thresholds["mae"], thresholds["me"]])  # float32, as a module holds it
+    stored = {"mae": float(buffer[0]), "me": float(buffer[1])}
+    assert len(apply_threshold(predictions, stored)) == 1
 
 
 def test_best_thresholds_ties_go_to_the_lowest_threshold():
@@ -289,7 +300,7 @@ def test_best_thresholds_ties_go_to_the_lowest_threshold():
     )
     # F1 at 0.9: 2/3, 0.5: 1/2, 0.4: 2/5, 0.3: 4/6; no ME predictions: nothing to filter
     assert best_thresholds(predictions, GROUND_TRUTH) == (
-        {"mae": 0.3, "me": 0.0},
+        pytest.approx({"mae": 0.3, "me": 0.0}),
         pytest.approx(2 / 3),
     )
 
@@ -324,10 +335,9 @@ def test_best_thresholds_score_as_evaluate_does():
     ground_truth = predictions.sample(40, random_state=1).drop(columns="score")
     ground_truth = ground_truth[ground_truth["video"] != "v3"]  # v3: predictions only
     for mae, me in ((0.0, 0.5), (0.3, 0.3), (0.77, 0.1), (0.99, 0.0)):
-        thresholds = {"mae": mae, "me": me}
-        expected = evaluate(apply_threshold(predictions, thresholds), ground_truth).overall.f1
-        candidates = {"mae": [mae], "me": [me]}
-        assert best_thresholds(predictions, ground_truth, candidates) == (thresholds, expected)
+        chosen, f1 = best_thresholds(predictions, ground_truth, {"mae": [mae], "me": [me]})
+        assert chosen == pytest.approx({"mae": mae, "me": me})
+        assert f1 == evaluate(apply_threshold(predictions, chosen), ground_truth).overall.f1
 
 
 def test_best_thresholds_warn_once_about_unannotated_videos(caplog):

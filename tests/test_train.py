@@ -73,7 +73,7 @@ def test_one_fold_trains_tests_the_held_out_subject_and_writes_its_results(tiny_
     # checkpoints hold plain values: they load without unpickling code
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     thresholds = checkpoint["state_dict"]["thresholds"]  # one per type, as validation chose
-    assert thresholds.shape == (2,) and thresholds.dtype == torch.float64
+    assert thresholds.shape == (2,) and thresholds.dtype == torch.float32
 
 
 def test_training_resumes_from_a_checkpoint(tiny_mock, tmp_path):
