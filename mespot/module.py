@@ -173,8 +173,12 @@ class SpotterModule(IntervalSpotter):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(B, L, C, H, W) → class logits (B, P, 2), distances (B, P, 2), points (P, 4)."""
-        features = self.neck(self.encoder(x))
-        logits, offsets = self.head(features)
+        frames = self.encoder(x).float()
+        # mixed precision pays off in the per-frame backbone; the temporal part is cheap, and
+        # scores in full precision keep candidates from tying
+        with torch.autocast(x.device.type, enabled=False):
+            features = self.neck(frames)
+            logits, offsets = self.head(features)
         lengths = [f.shape[-1] for f in features]
         points = make_points(lengths, self.neck.strides, self.ranges, device=x.device)
         return logits, offsets, points

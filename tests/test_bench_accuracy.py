@@ -80,6 +80,12 @@ def test_a_learned_method_command_overrides_the_bench_experiment(tmp_path):
     assert "data.use_flow=false" in noflow and "trainer.max_epochs=1" in noflow
     baseline = bench.method_command("baseline", bench.QUICK, tmp_path, tmp_path / "s")
     assert "trainer.max_epochs=1" not in baseline  # the baseline sets its own one-batch epoch
+    sweep = tmp_path / "s"
+    plain = bench.method_command("vovnet_flow", bench.FULL, tmp_path, sweep)
+    for seed in (1, 2):  # the repeats of the paper's model differ from it in the seed alone
+        seeded = bench.method_command(f"vovnet_flow_seed{seed}", bench.FULL, tmp_path, sweep)
+        assert [o for o in seeded if o != f"seed={seed}"] == plain
+        assert f"seed={seed}" in seeded
 
 
 @pytest.mark.slow
