@@ -31,6 +31,7 @@ from pathlib import Path
 
 from mespot.bench import common
 from mespot.bench.common import DEFAULT_OUT, REPO, load_average, log, num, write_report
+from mespot.intervals import format_thresholds
 from mespot.loso import ROW_NAMES
 
 BIN = Path(sys.executable).parent  # mespot-synth, -preprocess and -train live next to python
@@ -242,10 +243,6 @@ def _wall(row: dict) -> str:
     return wall + (" (reused)" if row.get("reused") else "")
 
 
-def _thresholds(thresholds: dict | None) -> str:
-    return "–" if not thresholds else f"{thresholds['mae']:.2f} / {thresholds['me']:.2f}"
-
-
 def _folds(row: dict) -> str:
     done = f"{row.get('folds_done', 0)}/{row.get('folds_expected') or '?'}"
     return done + ("" if row.get("complete") else " ⚠")
@@ -298,7 +295,7 @@ def markdown(result: dict) -> str:
         + (f" with {' '.join(budget['learned_overrides'])}" if budget["learned_overrides"] else "")
         + "; baseline: conf/experiment/baseline.yaml. " + " ".join(budget["notes"]), "",
         "## Counts", "", *counts_table(rows), "",
-        "## Per subject (overall TP/FP/FN @ MaE / ME score thresholds)", "",
+        "## Per subject (overall TP/FP/FN @ the score thresholds chosen on validation)", "",
     ]  # fmt: skip
     subjects = sorted({s for r in rows for s in r.get("per_subject", {})})
     lines += ["| method | " + " | ".join(subjects) + " |",
@@ -308,7 +305,7 @@ def markdown(result: dict) -> str:
         for subject in subjects:
             p = r.get("per_subject", {}).get(subject)
             cells.append(f"{p['overall']['tp']}/{p['overall']['fp']}/{p['overall']['fn']} "
-                         f"@{_thresholds(p['thresholds'])}" if p else "–")  # fmt: skip
+                         f"@ {format_thresholds(p['thresholds'])}" if p else "–")  # fmt: skip
         lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
     lines += ["", "## Timings", "",
               f"Mock: {num(data['synth_seconds'], 0) + ' s' if data['synth_seconds'] else 'reused'}"
