@@ -103,6 +103,20 @@ def test_flow_sign_and_scale_on_a_known_shift(method):
     assert dx == pytest.approx(2, abs=0.2) and dy == pytest.approx(-1, abs=0.2)
 
 
+def test_aligned_faces_keep_the_head_s_motion_out_of_the_flow(casme2, tmp_path):
+    """The mock's head drifts and turns; with face.align=ecc the face barely moves in the crop."""
+
+    def face_flow(settings):
+        report = run(casme2, "casme2", tmp_path / settings.align, settings)
+        flow = cache.load_video(report.folder / "s15" / "15_0101").flow.astype(np.float32)
+        # the head's motion: each frame's median flow over the middle of the face
+        return np.abs(np.median(flow[:, 20:44, 20:44], axis=(1, 2))).mean()
+
+    fixed = face_flow(FAST)
+    aligned = face_flow(Settings(**{**FAST.__dict__, "align": "ecc"}))
+    assert aligned < fixed / 2, (aligned, fixed)
+
+
 def test_cache_folder_changes_with_every_array_setting(tmp_path):
     root = tmp_path / "data"
 
@@ -120,6 +134,7 @@ def test_cache_folder_changes_with_every_array_setting(tmp_path):
         Settings(flow_method="dis"),
         Settings(flow_params={"nscales": 4}),
         Settings(flow_step=2),
+        Settings(align="ecc"),
     ]
     names = {folder(s) for s in changed}
     assert base not in names and len(names) == len(changed)
@@ -222,6 +237,7 @@ def test_empty_video_folder_fails_and_frames_absent_is_an_error(casme2, tmp_path
         (dict(flow_params={"iterations": 3}), "flow.tvl1: unknown setting"),
         (dict(flow_step=0), "flow.step=0"),
         (dict(detector="dlib"), "face.detector='dlib'"),
+        (dict(align="sift"), "face.align='sift'"),
     ],
 )
 def test_bad_settings_name_themselves(settings, message):

@@ -89,6 +89,18 @@ def test_training_resumes_from_a_checkpoint(tiny_mock, tmp_path):
     assert set(trained.astype(int)) == {1}  # only the epoch not trained before
 
 
+def test_last_ckpt_is_the_last_epoch_not_the_best(tiny_mock, tmp_path):
+    """Resuming from last.ckpt must not go back to the best epoch (Lightning's own save_last
+    copies only the checkpoints it keeps for their score)."""
+    result = train(tiny_mock, tmp_path, "trainer.max_epochs=3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = run_dirs(tmp_path)
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 2
+    best = list((run / "checkpoints").glob("epoch_*.ckpt"))
+    assert len(best) == 1  # the epoch the test fold uses, chosen on validation
+
+
 def test_without_flow_the_input_is_frames_only(tiny_mock, tmp_path):
     result = train(tiny_mock, tmp_path, "data.use_flow=false", "test=false")
     assert result.returncode == 0, result.stderr[-3000:]

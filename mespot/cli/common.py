@@ -60,6 +60,7 @@ def preprocessing_settings(node) -> Settings:
         detector=node.face.detector,
         margin=node.face.margin,
         face_frames=node.face.frames,
+        align=node.face.align,
         fps=node.fps,
         flow_method=node.flow.method,
         flow_params=OmegaConf.to_container(node.flow.params),

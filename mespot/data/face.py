@@ -1,9 +1,12 @@
-"""One face box per video, then the same crop for every frame.
+"""One face box per video, then the same crop for every frame; optionally the face held still.
 
-A fixed crop keeps the facial motion in the optical flow (a crop that follows the face would
-cancel it). The box is the median of the detections in the first frames, so one bad frame does
-not decide it. Detectors: `haar` (OpenCV's bundled cascade, offline) and `none` (the whole
-frame, for pre-cropped copies such as CAS(ME)²'s longVideoFaceCropped).
+A fixed crop keeps the facial motion in the optical flow (a crop that follows the detector's box
+would cancel it). The box is the median of the detections in the first frames, so one bad frame
+does not decide it. Detectors: `haar` (OpenCV's bundled cascade, offline) and `none` (the whole
+frame, for pre-cropped copies such as CAS(ME)²'s longVideoFaceCropped). With `face.align=ecc`,
+`FaceAligner` first rotates and shifts each frame so the face stays where it was in the first:
+a rigid fit to the whole face removes the head's motion and keeps the local motion of
+expressions.
 """
 
 from __future__ import annotations
@@ -73,3 +76,55 @@ def crop(frame: np.ndarray, box: Box, size: int) -> np.ndarray:
     """The box of the frame, resized to size × size."""
     x, y, w, h = box
     return cv2.resize(frame[y : y + h, x : x + w], (size, size), interpolation=cv2.INTER_AREA)
+
+
+ALIGNMENTS = ("none", "ecc")
+
+
+class FaceAligner:
+    """Holds the face still: each frame is rotated and shifted onto the first, so that head drift
+    and in-plane rotation leave the crop and the flow keeps the face's own motion.
+
+    The fixed crop alone keeps the head's motion in the flow, where a 0.3 px micro-expression
+    competes with a head drifting by pixels. The motion (rotation + shift) is fitted by OpenCV's
+    ECC on the detected face box at `work` pixels, starting from the previous frame's fit; the
+    rigid fit follows the whole face, so a local expression moves it little. A frame where ECC
+    does not converge keeps the previous fit.
+    """
+
+    def __init__(self, reference: np.ndarray, face: Box, work: int = 96):
+        x, y, w, h = face
+        self.face, self.scale = face, max(w, h) / work
+        self.size = (round(w / self.scale), round(h / self.scale))
+        self.template = self._patch(reference)
+        self.warp = np.eye(2, 3, dtype=np.float32)  # patch coordinates: template → frame
+
+    def _patch(self, grey: np.ndarray) -> np.ndarray:
+        x, y, w, h = self.face
+        patch = cv2.resize(grey[y : y + h, x : x + w], self.size, interpolation=cv2.INTER_AREA)
+        return patch.astype(np.float32)
+
+    def __call__(self, frame: np.ndarray, grey: np.ndarray) -> np.ndarray:
+        """`frame` (grey or colour) moved so its face lies where the reference's does."""
+        criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-4)
+        try:
+            _, warp = cv2.findTransformECC(
+                self.template, self._patch(grey), self.warp.copy(), cv2.MOTION_EUCLIDEAN,
+                criteria, None, 3,
+            )  # fmt: skip
+            self.warp = warp
+        except cv2.error:
+            pass
+        height, width = frame.shape[:2]
+        return cv2.warpAffine(
+            frame, self.source_warp(), (width, height),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE,
+        )  # fmt: skip
+
+    def source_warp(self) -> np.ndarray:
+        """The last fit in source pixels: reference point → where the current frame has it."""
+        # patch → source: p = origin + scale · q, so the rotation stays and the shift becomes
+        # (I − R)·origin + scale · t
+        rotation, shift = self.warp[:, :2], self.warp[:, 2]
+        origin = np.array(self.face[:2], np.float32)
+        return np.hstack([rotation, (origin - rotation @ origin + self.scale * shift)[:, None]])

@@ -22,7 +22,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 
 import mespot
 from mespot.data import cache
-from mespot.data.face import DETECTORS, crop, crop_box, detect_face
+from mespot.data.face import ALIGNMENTS, DETECTORS, FaceAligner, crop, crop_box, detect_face
 from mespot.data.flow import make_flow
 from mespot.data.frames import FrameList
 from mespot.data.tables import Annotations
@@ -44,6 +44,7 @@ class Settings:
     detector: str = "haar"  # haar | none
     margin: float = 0.2  # of the face box, added on each side
     face_frames: int = 10  # first frames searched for the face
+    align: str = "none"  # none | ecc: hold the face still (mespot.data.face.FaceAligner)
     fps: float | None = None  # resample to this rate (SAMM-LV 200 → 30); None keeps every frame
     flow_method: str = "tvl1"
     flow_params: dict = field(default_factory=dict)
@@ -59,6 +60,7 @@ class Settings:
             ),
             (self.margin >= 0, f"face.margin={self.margin} must not be negative"),
             (self.face_frames >= 1, f"face.frames={self.face_frames} must be at least 1"),
+            (self.align in ALIGNMENTS, f"face.align={self.align!r}: use one of {ALIGNMENTS}"),
             (self.fps is None or self.fps > 0, f"fps={self.fps} must be positive"),
             (self.flow_step >= 1, f"flow.step={self.flow_step} must be at least 1"),
         ]
@@ -283,6 +285,7 @@ def encode_video(source, settings: Settings, out: Path, meta: dict, on_frame=Non
     shape = (settings.size, settings.size) + ((3,) if settings.colour == "rgb" else ())
     writer = cache.VideoWriter(out, n, shape)
     previous: deque[np.ndarray] = deque(maxlen=settings.flow_step)
+    aligner = None
     t_flow = 0.0
     for t, image in enumerate(source.read(range(n), grey=settings.colour == "grey")):
         if image.shape[:2] != (height, width):
@@ -290,6 +293,10 @@ def encode_video(source, settings: Settings, out: Path, meta: dict, on_frame=Non
                 f"{source.where(t)}: frame size {image.shape[1]}×{image.shape[0]} differs from "
                 f"the video's {width}×{height}"
             )
+        if settings.align == "ecc":
+            full_grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+            aligner = aligner or FaceAligner(full_grey, face or box)
+            image = aligner(image, full_grey)
         face_crop = crop(image, box, settings.size)
         grey = face_crop if face_crop.ndim == 2 else cv2.cvtColor(face_crop, cv2.COLOR_RGB2GRAY)
         # frame t - flow_step; the first frames, which have none, take frame 0 (frame 0: zero flow)
