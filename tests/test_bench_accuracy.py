@@ -71,6 +71,14 @@ def test_report_records_commands_machine_and_table(report):
     assert "experiment=baseline" in saved["rows"][0]["command"]
 
 
+def test_the_chance_floor_is_scored_on_the_same_folds(report):
+    _, saved, md = report
+    chance = saved["chance"]
+    assert chance["folds_done"] == len(saved["rows"][0]["per_subject"]) == len(chance["grids"])
+    assert chance["overall"]["n_gt"] == saved["rows"][0]["overall"]["n_gt"]
+    assert f"| {bench.CHANCE_LABEL} | {chance['mae']['f1']:.4f} | {chance['me']['f1']:.4f} | " in md
+
+
 def test_a_learned_method_command_overrides_the_bench_experiment(tmp_path):
     command = bench.method_command("resnet_flow", bench.FULL, tmp_path, tmp_path / "sweep")
     assert command[1:4] == ["-m", "experiment=bench_accuracy", "model/backbone=resnet_small"]

@@ -9,11 +9,12 @@ multirun (`mespot-train -m … data.test_subject=all`, basic launcher) of each m
 sweep folder, <data>/runs/<method>, and reads the summary.json that the multirun writes there.
 Methods: the non-learned baseline (experiment=baseline) and the learned spotter at CPU size
 (conf/experiment/bench_accuracy.yaml) as VoVNet + flow (seeds 0, 1 and 2), VoVNet without flow,
-ResNet + flow and DenseNet + flow. Writes experiments/bench/accuracy.json (every count, per
-method and subject, with the commands, commit, machine, load and wall times) and accuracy.md
-(the Table-4-style table), and prints the table. Exit status 1 when a method's sweep is
-incomplete. --resume reads a method's finished sweep instead of running it again (an
-interrupted benchmark goes on).
+ResNet + flow and DenseNet + flow; above them, the chance floor of an input-blind grid of
+intervals on the same folds (mespot.bench.chance). Writes experiments/bench/accuracy.json
+(every count, per method and subject, with the commands, commit, machine, load and wall
+times) and accuracy.md (the Table-4-style table), and prints the table. Exit status 1 when a
+method's sweep is incomplete. --resume reads a method's finished sweep instead of running it
+again (an interrupted benchmark goes on).
 The sweeps (checkpoints included) stay in <data>/runs, not in the results folder.
 """
 
@@ -30,7 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mespot.bench import common
+from mespot.bench.chance import loso_chance
 from mespot.bench.common import DEFAULT_OUT, REPO, load_average, log, num, write_report
+from mespot.data.adapters import load_annotations
 from mespot.intervals import format_thresholds
 from mespot.loso import ROW_NAMES
 
@@ -230,6 +233,20 @@ def read_summary(row: dict, sweep: Path) -> dict:
     return row
 
 
+CHANCE_LABEL = "Chance: a fixed grid of intervals, no frame seen"
+
+
+def chance_row(data: Path) -> dict:
+    """The floor every method must clear (mespot.bench.chance), on the same folds."""
+    log("chance: a fixed grid per fold, chosen on the other subjects")
+    start = time.perf_counter()
+    counts = loso_chance(load_annotations("casme2", data / "casme2"))
+    folds = len(counts["grids"])
+    return {"method": "chance", "label": CHANCE_LABEL, **counts, "complete": True,
+            "folds_done": folds, "folds_expected": folds,
+            "seconds": time.perf_counter() - start}  # fmt: skip
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -277,6 +294,7 @@ def markdown(result: dict) -> str:
     env, budget, data = result["environment"], result["budget"], result["data"]
     s = budget["synth"]
     rows = result["rows"]
+    scored = [result["chance"], *rows]
     pre = data["preprocess"]
     lines = [
         "# Accuracy benchmark", "",
@@ -289,12 +307,16 @@ def markdown(result: dict) -> str:
         "fold per method (each fold picks its epoch and its MaE and ME score thresholds on one "
         "validation subject); TP/FP/FN summed over folds, then F1, strict matching at IoU ≥ 0.5 "
         "(the MEGC way).", "",
-        *table(rows), "",
+        *table(scored), "",
+        f"{CHANCE_LABEL}: in every video, intervals of one length every so many frames, per "
+        "type; each fold picks the length and step that score best on the other subjects "
+        "(mespot/bench/chance.py). The mock is dense, so at IoU ≥ 0.5 such a grid already "
+        "matches many expressions: a method sees expressions only where it beats this row.", "",
         "TP/FP/FN: both types together. Learned methods: conf/experiment/bench_accuracy.yaml "
         "(CPU sizes: vovnet_small / resnet_small / densenet_small, small neck)"
         + (f" with {' '.join(budget['learned_overrides'])}" if budget["learned_overrides"] else "")
         + "; baseline: conf/experiment/baseline.yaml. " + " ".join(budget["notes"]), "",
-        "## Counts", "", *counts_table(rows), "",
+        "## Counts", "", *counts_table(scored), "",
         "## Per subject (overall TP/FP/FN @ the score thresholds chosen on validation)", "",
     ]  # fmt: skip
     subjects = sorted({s for r in rows for s in r.get("per_subject", {})})
@@ -372,11 +394,12 @@ def main(argv: Sequence[str] | None = None) -> int:
               "methods": methods}  # fmt: skip
     result["data"] = prepare_data(budget, data)
     result["rows"] = [run_method(name, budget, data, args.resume) for name in methods]
+    result["chance"] = chance_row(data)
     result["complete"] = all(r.get("complete") for r in result["rows"])
     result["seconds"] = time.perf_counter() - start
     result["environment"]["load_average_at_end"] = load_average()
     json_path, md_path = write_report(result, out_dir, "accuracy", markdown)
-    print("\n".join(table(result["rows"])))
+    print("\n".join(table([result["chance"], *result["rows"]])))
     log(f"wrote {json_path} and {md_path} in {result['seconds'] / 60:.1f} min")
     incomplete = [r["method"] for r in result["rows"] if not r.get("complete")]
     if incomplete:
