@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -113,7 +114,7 @@ def test_aligned_faces_keep_the_head_s_motion_out_of_the_flow(casme2, tmp_path):
         return np.abs(np.median(flow[:, 20:44, 20:44], axis=(1, 2))).mean()
 
     fixed = face_flow(FAST)
-    aligned = face_flow(Settings(**{**FAST.__dict__, "align": "ecc"}))
+    aligned = face_flow(replace(FAST, align="ecc"))
     assert aligned < fixed / 2, (aligned, fixed)
 
 
