@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mespot.bench.chance import best_grid, grid, loso_chance
+from mespot.bench.chance import best_grid, grid, loso_chance, spans
 from mespot.data.frames import FrameList
 from mespot.data.tables import INTERVAL_COLUMNS, Annotations
 from mespot.metrics import evaluate
@@ -32,14 +32,10 @@ def test_grid_tiles_each_video_from_its_first_frame():
     assert set(g["type"]) == {"me"}
 
 
-def spans_of(a: Annotations) -> dict:
-    return {key: (f.first, f.last) for key, f in a.frames.items()}
-
-
 def test_a_periodic_dataset_is_found_by_its_grid():
     a = annotations({"a": 80})
-    length, step = best_grid(a.intervals, spans_of(a), "mae")
-    found = evaluate(grid(spans_of(a), "mae", length, step), a.intervals[a.intervals.type == "mae"])
+    length, step = best_grid(a.intervals, spans(a), "mae")
+    found = evaluate(grid(spans(a), "mae", length, step), a.intervals[a.intervals.type == "mae"])
     assert step == 80 and found.counts["mae"].f1 == 1.0
 
 
@@ -48,7 +44,7 @@ def test_each_fold_picks_its_grid_on_the_other_subjects():
     misses c's expressions, while a and b, judged by grids that fit them, are found."""
     a = annotations({"a": 80, "b": 80, "c": 120})
     result = loso_chance(a)
-    ab = {key: span for key, span in spans_of(a).items() if key[0] != "c"}
+    ab = {key: span for key, span in spans(a).items() if key[0] != "c"}
     assert result["grids"]["c"]["mae"] == best_grid(a.intervals, ab, "mae")
     assert result["grids"]["c"]["mae"][1] == 80
     per_type = result["mae"]

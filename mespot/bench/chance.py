@@ -32,13 +32,23 @@ def grid(spans: Spans, kind: str, length: int, step: int) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["subject", "video", "onset", "offset", "type", "score"])
 
 
+def spans(annotations: Annotations) -> Spans:
+    """Each video's first and last frame number, from the frames found on disk."""
+    return {key: (f.first, f.last) for key, f in annotations.frames.items()}
+
+
+def _within(truth: pd.DataFrame, spans: Spans) -> pd.DataFrame:
+    return truth[[key in spans for key in zip(truth["subject"], truth["video"], strict=True)]]
+
+
 def _counts(truth: pd.DataFrame, spans: Spans, kind: str, length: int, step: int) -> Counts:
-    truth = truth[[key in spans for key in zip(truth["subject"], truth["video"], strict=True)]]
+    """Counts of one grid; `truth` holds the videos of `spans` only."""
     return evaluate(grid(spans, kind, length, step), truth, videos=list(spans)).counts[kind]
 
 
 def best_grid(truth: pd.DataFrame, spans: Spans, kind: str) -> tuple[int, int]:
     """The (length, step) with the highest F1 for `kind` on the videos of `spans`."""
+    truth = _within(truth, spans)
     candidates = [(length, step) for length in LENGTHS[kind] for step in STEPS[kind]]
     return max(candidates, key=lambda c: _counts(truth, spans, kind, *c).f1)
 
@@ -46,16 +56,15 @@ def best_grid(truth: pd.DataFrame, spans: Spans, kind: str) -> tuple[int, int]:
 def loso_chance(annotations: Annotations) -> dict:
     """Counts summed over leave-one-subject-out folds, each fold's grid chosen on the others:
     {"mae", "me", "overall": Counts.as_dict(), "grids": {subject: {type: [length, step]}}}."""
-    truth = annotations.intervals
-    spans = {key: (f.first, f.last) for key, f in annotations.frames.items()}
+    truth, every = annotations.intervals, spans(annotations)
     totals = {kind: Counts() for kind in TYPES}
     grids = {}
-    for subject in sorted({s for s, _ in spans}):
-        test = {key: span for key, span in spans.items() if key[0] == subject}
-        others = {key: span for key, span in spans.items() if key[0] != subject}
+    for subject in sorted({s for s, _ in every}):
+        test = {key: span for key, span in every.items() if key[0] == subject}
+        others = {key: span for key, span in every.items() if key[0] != subject}
         grids[subject] = {kind: best_grid(truth, others, kind) for kind in TYPES}
         for kind in TYPES:
-            totals[kind] += _counts(truth, test, kind, *grids[subject][kind])
+            totals[kind] += _counts(_within(truth, test), test, kind, *grids[subject][kind])
     overall = totals["mae"] + totals["me"]
     return {**{k: c.as_dict() for k, c in totals.items()}, "overall": overall.as_dict(),
             "grids": grids}  # fmt: skip
