@@ -23,6 +23,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 import mespot
+from mespot.data.datamodule import diff_channels
 from mespot.files import atomic_write_json, atomic_write_text
 from mespot.intervals import TYPES
 from mespot.metrics import evaluate
@@ -30,6 +31,7 @@ from mespot.models.backbones import FrameEncoder, build_backbone
 from mespot.models.fpn import TemporalFPN
 from mespot.models.head import SpottingHead, assign_targets, decode, default_ranges, make_points
 from mespot.models.losses import SpottingLoss
+from mespot.models.motion import MotionEnergy
 from mespot.postprocess import apply_threshold, best_thresholds, postprocess_video
 
 # Bump when a checkpoint of the previous format can no longer be loaded. 2: a threshold per type.
@@ -151,8 +153,9 @@ class SpotterModule(IntervalSpotter):
         optimizer: Callable | None = None,  # partial(torch.optim.X, lr=…): gets the parameters
         scheduler: Callable | None = None,  # partial(torch.optim.lr_scheduler.Y, …)
         chunk: int | None = None,  # frames per backbone pass, to bound memory
+        motion_grid: int = 0,  # blocks per side of the motion-energy features; 0: none
         preprocessing: Mapping | None = None,  # the cache Settings it trains on (mespot-spot)
-        inputs: Mapping | None = None,  # window, stride, use_flow: how windows are fed
+        inputs: Mapping | None = None,  # window, stride, use_flow, frame_diffs: how windows are fed
     ):
         super().__init__(postprocess)
         # plain values only, so checkpoints load with torch.load(weights_only=True)
@@ -160,7 +163,13 @@ class SpotterModule(IntervalSpotter):
         self.make_optimizer, self.make_scheduler = optimizer, scheduler
         options = dict(backbone)
         self.encoder = FrameEncoder(build_backbone(options.pop("name"), in_chans, **options), chunk)
-        self.neck = TemporalFPN(self.encoder.out_dim, **neck)
+        self.motion = None
+        if motion_grid:
+            colours = 3 if (preprocessing or {}).get("colour") == "rgb" else 1
+            steps = (inputs or {}).get("frame_diffs", [])
+            self.motion = MotionEnergy(diff_channels(colours, steps), motion_grid)
+        motion_dim = self.motion.out_dim if self.motion else 0
+        self.neck = TemporalFPN(self.encoder.out_dim + motion_dim, **neck)
         head = dict(head or {})
         self.assign = {k: head.pop(k) for k in ("center_sample", "radius") if k in head}
         ranges = head.pop("ranges", None)
@@ -177,6 +186,8 @@ class SpotterModule(IntervalSpotter):
         # mixed precision pays off in the per-frame backbone; the temporal part is cheap, and
         # scores in full precision keep candidates from tying
         with torch.autocast(x.device.type, enabled=False):
+            if self.motion is not None:
+                frames = torch.cat([frames, self.motion(x.float())], dim=1)
             features = self.neck(frames)
             logits, offsets = self.head(features)
         lengths = [f.shape[-1] for f in features]

@@ -157,7 +157,8 @@ def run_windows(
     """Every window's decoded outputs, and the per-frame MaE/ME scores (the best of the points
     of every pyramid level covering the frame), over the cached frames."""
     inputs = model.hparams.inputs
-    dataset = WindowDataset([info], inputs["window"], inputs["stride"], inputs["use_flow"])
+    dataset = WindowDataset([info], inputs["window"], inputs["stride"], inputs["use_flow"],
+                            frame_diffs=inputs.get("frame_diffs", ()))  # fmt: skip
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
     device = next(model.parameters()).device
     task = progress.add_task("spotting", total=len(dataset), unit="windows")

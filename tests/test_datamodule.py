@@ -149,3 +149,38 @@ def test_training_windows_shift_by_up_to_half_a_stride(cache_folder):
         assert len(starts) > 5  # the draws differ
     fixed = WindowDataset(videos, window=64, stride=32)
     assert [fixed[i]["start"] for i in range(len(fixed))] == [s for _, s in fixed.items]
+
+
+def test_frame_differences_follow_the_frame(cache_folder):
+    """With frame_diffs=[2, 8] every frame carries frame t − frame t−2 and frame t − frame t−8
+    (frame 0 standing in before the video's start) between the frame and its flow."""
+    videos = read_cache(cache_folder)
+    frames = torch.from_numpy(np.load(videos[0].folder / "frames.npy") / 255.0).float()
+    dataset = WindowDataset(videos, window=64, stride=32, frame_diffs=[2, 8])
+    plain = WindowDataset(videos, window=64, stride=32)
+    for index in (0, 1):  # the first window reaches back before frame 0, the second does not
+        x, start = dataset[index]["x"], dataset[index]["start"]
+        assert x.shape == (64, 5, 32, 32)
+        t = torch.arange(start, start + 64)
+        torch.testing.assert_close(x[:, 1], frames[t] - frames[(t - 2).clamp(min=0)])
+        torch.testing.assert_close(x[:, 2], frames[t] - frames[(t - 8).clamp(min=0)])
+        torch.testing.assert_close(x[:, [0, 3, 4]], plain[index]["x"])  # frame and flow as before
+    with pytest.raises(UserError, match="frame_diffs=\\[0\\]"):
+        WindowDataset(videos, window=64, stride=32, frame_diffs=[0])
+
+
+def test_augmentation_lights_a_difference_like_its_frames(cache_folder):
+    videos = read_cache(cache_folder)
+    whole = videos[0].n_frames
+    plain = WindowDataset(videos, window=whole, stride=whole, frame_diffs=[3])[0]["x"]
+    augmented = WindowDataset(videos, window=whole, stride=whole, frame_diffs=[3], augment=True,
+                              seed=4)  # fmt: skip
+    for _ in range(6):
+        x = augmented[0]["x"]
+        if not torch.allclose(x[:, 3], plain[:, 3]):  # mirrored: flip back
+            x = x.flip(-1)
+            x[:, 2] *= -1
+        gain = (x[:, 1].abs().sum() / plain[:, 1].abs().sum()).item()
+        assert 0.9 <= gain <= 1.1 and gain != pytest.approx(1.0, abs=1e-4)
+        torch.testing.assert_close(x[:, 1], plain[:, 1] * gain, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(x[:, 2:], plain[:, 2:])  # flow: no lighting

@@ -105,7 +105,8 @@ def test_flow_sign_and_scale_on_a_known_shift(method):
 
 
 def test_aligned_faces_keep_the_head_s_motion_out_of_the_flow(casme2, tmp_path):
-    """The mock's head drifts and turns; with face.align=ecc the face barely moves in the crop."""
+    """The mock's head drifts and turns; with face.align=stabilise the face barely moves in the
+    crop."""
 
     def face_flow(settings):
         report = run(casme2, "casme2", tmp_path / settings.align, settings)
@@ -114,7 +115,7 @@ def test_aligned_faces_keep_the_head_s_motion_out_of_the_flow(casme2, tmp_path):
         return np.abs(np.median(flow[:, 20:44, 20:44], axis=(1, 2))).mean()
 
     fixed = face_flow(FAST)
-    aligned = face_flow(replace(FAST, align="ecc"))
+    aligned = face_flow(replace(FAST, align="stabilise"))
     assert aligned < fixed / 2, (aligned, fixed)
 
 
@@ -135,7 +136,7 @@ def test_cache_folder_changes_with_every_array_setting(tmp_path):
         Settings(flow_method="dis"),
         Settings(flow_params={"nscales": 4}),
         Settings(flow_step=2),
-        Settings(align="ecc"),
+        Settings(align="stabilise"),
     ]
     names = {folder(s) for s in changed}
     assert base not in names and len(names) == len(changed)

@@ -154,3 +154,25 @@ def test_an_unreadable_video_is_one_line(checkpoint, tmp_path):
     assert_one_line_error(result, str(fake), "video")
     result = spot_cli(f"video={tmp_path / 'missing.mp4'}", f"ckpt={checkpoint}", cwd=tmp_path)
     assert_one_line_error(result, "missing.mp4", "no such file")
+
+
+def test_a_checkpoint_that_reads_frame_differences_gets_them_from_the_recording(
+    tiny_mock, recording, tmp_path
+):
+    """The checkpoint stores data.frame_diffs: mespot-spot feeds the recording the frame, its
+    differences and its flow (5 channels), and the motion energy sees the same differences."""
+    root, cache_dir = tiny_mock
+    command = [str(BIN / "mespot-train"), "debug=default", f"data.root={root}",
+               f"paths.cache_dir={cache_dir}", f"paths.log_dir={tmp_path}", "data.test_subject=s16",
+               "callbacks.progress=null", "test=false", "data.frame_diffs=[2,4]",
+               "model.motion_grid=4", *TINY]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (ckpt,) = tmp_path.glob("train/runs/*/checkpoints/last.ckpt")
+    saved = torch.load(ckpt, weights_only=True)["hyper_parameters"]
+    assert saved["in_chans"] == 5 and saved["inputs"]["frame_diffs"] == [2, 4]
+    assert saved["motion_grid"] == 4
+    video, _ = recording
+    result = spot(video, ckpt, tmp_path / "out", progress=False)
+    assert list(result.intervals.columns) == COLUMNS
+    assert result.frame_scores.shape == (150, 2)

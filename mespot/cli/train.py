@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from mespot import tracking
 from mespot.cli.common import CONFIG_PATH, exit_on_user_error, preprocessing_settings
 from mespot.data import cache
-from mespot.data.datamodule import SpottingDataModule, read_cache
+from mespot.data.datamodule import SpottingDataModule, input_settings, read_cache
 from mespot.errors import UserError
 from mespot.files import atomic_write_text
 from mespot.loso import ALL_FOLDS, FAILED_FILE, FOLD_KEY
@@ -33,8 +33,8 @@ from mespot.parallel import claim_gpu, fold_threads
 
 log = logging.getLogger(__name__)
 
-FOLD_KEYS = ("test_subject", "val_subjects", "window", "stride", "use_flow", "batch_size",
-             "num_workers", "positive_fraction", "augment")  # fmt: skip
+FOLD_KEYS = ("test_subject", "val_subjects", "window", "stride", "use_flow", "frame_diffs",
+             "batch_size", "num_workers", "positive_fraction", "augment")  # fmt: skip
 
 
 def cache_folder_of(cfg: DictConfig):
@@ -81,20 +81,14 @@ def run_fold(cfg: DictConfig) -> dict | float:
     """Train and test one fold; the metrics, or `optimized_metric` alone for a sweeper."""
     folder = cache_folder_of(cfg)
     pl.seed_everything(cfg.seed, workers=True)
-    datamodule = SpottingDataModule(
-        str(folder), **{k: cfg.data[k] for k in FOLD_KEYS}, seed=cfg.seed
-    )
+    data = OmegaConf.to_container(cfg.data, resolve=True)  # plain values: checkpoints hold them
+    datamodule = SpottingDataModule(str(folder), **{k: data[k] for k in FOLD_KEYS}, seed=cfg.seed)
     datamodule.setup()
     model = hydra.utils.instantiate(
         cfg.model,
         in_chans=datamodule.in_channels,
         preprocessing=asdict(preprocessing_settings(cfg.preprocessing)),
-        inputs={
-            "window": cfg.data.window,
-            "stride": cfg.data.stride,
-            "use_flow": cfg.data.use_flow,
-            "trained_on": cfg.data.name,
-        },  # fmt: skip
+        inputs=input_settings(cfg.data),
         _convert_="all",
     )
     callbacks, loggers = _instantiate_all(cfg.get("callbacks")), _instantiate_all(cfg.get("logger"))

@@ -8,6 +8,7 @@ RAM does not grow with the dataset.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,15 +87,25 @@ def split_subjects(
 class WindowDataset(Dataset):
     """Windows of `window` frames, `stride` apart, over some videos.
 
+    Channels per frame: the frame, then one difference to an earlier frame per step of
+    `frame_diffs` (frame t minus frame t − step, frame 0 standing in before the video's start),
+    then the flow when `use_flow`. The per-frame backbone sees one frame at a time, so it can
+    tell that something moves only from what a frame carries; over a stabilised face
+    (face.align=stabilise) a difference shows a micro-expression that one-frame flow does not
+    (experiments/bench/accuracy_log.md, fifth round).
+
     With `augment` (training), each draw also shifts its window by up to half a stride either
     way: the fixed grid alone would show every expression at the same few positions, epoch
     after epoch, and a small dataset would be learned by heart.
     """
 
     def __init__(self, videos: list[VideoInfo], window: int, stride: int, use_flow: bool = True,
-                 augment: bool = False, seed: int = 0):  # fmt: skip
+                 augment: bool = False, seed: int = 0,
+                 frame_diffs: Sequence[int] = ()):  # fmt: skip
+        if any(int(step) < 1 for step in frame_diffs):
+            raise UserError(f"data.frame_diffs={list(frame_diffs)}: steps must be at least 1")
         self.videos, self.window, self.use_flow, self.augment = videos, window, use_flow, augment
-        self.stride = stride
+        self.stride, self.frame_diffs = stride, tuple(int(step) for step in frame_diffs)
         self.items = [
             (v, start) for v, info in enumerate(videos)
             for start in window_starts(info.n_frames, window, stride)
@@ -124,9 +135,11 @@ class WindowDataset(Dataset):
             start = self._shift(start, self.videos[v].n_frames)
         video = self._video(v)
         stop = min(start + self.window, self.videos[v].n_frames)
-        frames = torch.from_numpy(np.asarray(video.frames[start:stop], dtype=np.float32) / 255.0)
-        frames = frames[:, None] if frames.ndim == 3 else frames.permute(0, 3, 1, 2)
+        positions = np.arange(start, stop)
+        frames = self._frames(video, positions)
         channels = [frames]
+        for step in self.frame_diffs:
+            channels.append(frames - self._frames(video, np.maximum(positions - step, 0)))
         if self.use_flow:
             flow = np.clip(
                 np.asarray(video.flow[start:stop], dtype=np.float32), -FLOW_CLIP, FLOW_CLIP
@@ -134,7 +147,7 @@ class WindowDataset(Dataset):
             channels.append(torch.from_numpy(flow).permute(0, 3, 1, 2))
         x = torch.cat(channels, dim=1)
         if self.augment:
-            x = self._augment(x)
+            x = self._augment(x, frames.shape[1])
         valid = x.shape[0]
         if valid < self.window:  # a video shorter than the window: zeros after its end
             x = torch.cat([x, x.new_zeros(self.window - valid, *x.shape[1:])])
@@ -148,22 +161,48 @@ class WindowDataset(Dataset):
             "valid": valid,
         }
 
+    @staticmethod
+    def _frames(video: cache.CachedVideo, indices: np.ndarray) -> torch.Tensor:
+        """(L, C, H, W) float frames in [0, 1] at these cached indices (consecutive or not)."""
+        frames = torch.from_numpy(np.asarray(video.frames[indices], dtype=np.float32) / 255.0)
+        return frames[:, None] if frames.ndim == 3 else frames.permute(0, 3, 1, 2)
+
     def _shift(self, start: int, n_frames: int) -> int:
         """A start up to half a stride away, the window still inside the video."""
         half = self.stride // 2
         shifted = start + int(self.rng.integers(-half, half + 1))
         return min(max(shifted, 0), max(n_frames - self.window, 0))
 
-    def _augment(self, x: torch.Tensor) -> torch.Tensor:
-        """A mirrored face (flow's horizontal component changes sign) and a lighting change."""
-        n_frame_channels = x.shape[1] - (2 if self.use_flow else 0)
+    def _augment(self, x: torch.Tensor, colours: int) -> torch.Tensor:
+        """A mirrored face (flow's horizontal component changes sign) and a lighting change
+        (the frame's `colours` channels and their differences scale with the light)."""
         if self.rng.random() < 0.5:
             x = x.flip(-1)
             if self.use_flow:
-                x[:, n_frame_channels] *= -1
+                x[:, -2] *= -1
         gain = float(self.rng.uniform(0.9, 1.1))
-        x[:, :n_frame_channels] = (x[:, :n_frame_channels] * gain).clamp(0, 1)
+        x[:, :colours] = (x[:, :colours] * gain).clamp(0, 1)
+        for channels in diff_channels(colours, self.frame_diffs):
+            x[:, channels] *= gain
         return x
+
+
+def input_settings(data) -> dict:
+    """How a `data` config cuts and feeds windows. Checkpoints store it, so that mespot-spot
+    feeds a recording to the model exactly as training fed the dataset."""
+    return {
+        "window": int(data.window),
+        "stride": int(data.stride),
+        "use_flow": bool(data.use_flow),
+        "frame_diffs": [int(step) for step in data.frame_diffs],
+        "trained_on": str(data.name),
+    }
+
+
+def diff_channels(colours: int, frame_diffs: Sequence[int]) -> list[list[int]]:
+    """The input channels of each frame difference, in WindowDataset's layout (the frame's
+    `colours` channels first, then each difference's, then the flow)."""
+    return [list(range(colours * (1 + j), colours * (2 + j))) for j in range(len(frame_diffs))]
 
 
 def collate(items: list[dict]) -> dict:
@@ -192,6 +231,7 @@ class SpottingDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         positive_fraction: float | None = 0.5,
         augment: bool = True,
+        frame_diffs: Sequence[int] = (),
         seed: int = 0,
     ):
         super().__init__()
@@ -209,7 +249,8 @@ class SpottingDataModule(pl.LightningDataModule):
         self.videos = {"train": pick(train), "val": pick(val), "test": pick([hp.test_subject])}
         self.datasets = {
             split: WindowDataset(videos, hp.window, hp.stride, hp.use_flow,
-                                 augment=hp.augment and split == "train", seed=hp.seed)
+                                 augment=hp.augment and split == "train", seed=hp.seed,
+                                 frame_diffs=hp.frame_diffs)
             for split, videos in self.videos.items()
         }  # fmt: skip
 

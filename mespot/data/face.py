@@ -3,10 +3,10 @@
 A fixed crop keeps the facial motion in the optical flow (a crop that follows the detector's box
 would cancel it). The box is the median of the detections in the first frames, so one bad frame
 does not decide it. Detectors: `haar` (OpenCV's bundled cascade, offline) and `none` (the whole
-frame, for pre-cropped copies such as CAS(ME)²'s longVideoFaceCropped). With `face.align=ecc`,
-`FaceAligner` first rotates and shifts each frame so the face stays where it was in the first:
-a rigid fit to the whole face removes the head's motion and keeps the local motion of
-expressions.
+frame, for pre-cropped copies such as CAS(ME)²'s longVideoFaceCropped). With
+`face.align=stabilise`, `FaceStabiliser` first warps and relights each frame so the face stays
+where, and as lit as, it was in the first: the head's motion and the light's changes leave the
+flow, the local motion of expressions stays.
 """
 
 from __future__ import annotations
@@ -78,53 +78,112 @@ def crop(frame: np.ndarray, box: Box, size: int) -> np.ndarray:
     return cv2.resize(frame[y : y + h, x : x + w], (size, size), interpolation=cv2.INTER_AREA)
 
 
-ALIGNMENTS = ("none", "ecc")
+ALIGNMENTS = ("none", "stabilise")
 
 
-class FaceAligner:
-    """Holds the face still: each frame is rotated and shifted onto the first, so that head drift
-    and in-plane rotation leave the crop and the flow keeps the face's own motion.
+class FaceStabiliser:
+    """Holds the face still and its light steady: each frame is warped and relit onto the first.
 
-    The fixed crop alone keeps the head's motion in the flow, where a 0.3 px micro-expression
-    competes with a head drifting by pixels. The motion (rotation + shift) is fitted by OpenCV's
-    ECC on the detected face box at `work` pixels, starting from the previous frame's fit; the
-    rigid fit follows the whole face, so a local expression moves it little. A frame where ECC
-    does not converge keeps the previous fit.
+    Under a fixed crop the head's drift and turn, and a light that changes, move every pixel
+    of the face by as much as a micro-expression moves a few (0.1-0.3 px in a 64-px crop); a
+    model trained on a few subjects learns their head motion instead of expressions. Here an
+    affine warp plus a lighting plane (gain varying linearly over the face, and an offset) is
+    fitted by robust Gauss-Newton to the inside of the face box, against the first frame, at
+    `work` pixels across the box: a rigid head is an affine map of the image, and the robust
+    weights leave the local motion of expressions and blinks out of the fit. The fit is precise
+    to about 0.01 px of a 64-px crop (tests/test_face_align.py), where OpenCV's ECC was off by
+    0.1 px: at these sizes the difference decides whether micro-expressions can be seen at all
+    (experiments/bench/accuracy_log.md, fifth round). A frame whose fit fails (a face turned
+    away, a cut) keeps the previous fit.
     """
 
-    def __init__(self, reference: np.ndarray, face: Box, work: int = 96):
+    GROW = 0.1  # the patch is the face box grown by this on each side: room for the head to move
+
+    def __init__(self, reference: np.ndarray, face: Box, work: int = 128, iterations: int = 20):
         x, y, w, h = face
-        self.face, self.scale = face, max(w, h) / work
-        self.size = (round(w / self.scale), round(h / self.scale))
-        self.template = self._patch(reference)
-        self.warp = np.eye(2, 3, dtype=np.float32)  # patch coordinates: template → frame
+        grow = round(self.GROW * max(w, h))
+        self.origin = np.array([x - grow, y - grow], np.float64)
+        self.box = (x - grow, y - grow, w + 2 * grow, h + 2 * grow)
+        self.scale = max(w, h) / work  # source pixels per patch pixel
+        self.size = (round(self.box[2] / self.scale), round(self.box[3] / self.scale))
+        self.work, self.iterations = work, iterations
+        # patch pixel x sits at source pixel `self.start` + scale·x (pixel centres)
+        self.start = self.origin + 0.5 * self.scale - 0.5
+        # the inside of the face: an ellipse within the box, clear of hair, ears and background
+        mask = np.zeros(self.size[::-1], np.uint8)
+        centre = (round((grow + w / 2) / self.scale), round((grow + 0.52 * h) / self.scale))
+        axes = (round(0.38 * w / self.scale), round(0.36 * h / self.scale))
+        cv2.ellipse(mask, centre, axes, 0, 0, 360, 1, -1)
+        ys, xs = np.nonzero(mask)
+        self.centre = np.array(centre, np.float32)
+        self.xs, self.ys = xs.astype(np.float32), ys.astype(np.float32)
+        self.u, self.v = (self.xs - centre[0]) / work, (self.ys - centre[1]) / work
+        self.reference = self._patch(reference)[ys, xs]
+        self.geometry = np.zeros(6, np.float32)  # displacement t + L (x - centre), patch pixels
+        self.light = np.zeros(4, np.float32)  # gain plane g0 + g1 u + g2 v, offset g3
 
     def _patch(self, grey: np.ndarray) -> np.ndarray:
-        x, y, w, h = self.face
-        patch = cv2.resize(grey[y : y + h, x : x + w], self.size, interpolation=cv2.INTER_AREA)
-        return patch.astype(np.float32)
+        """The face box of a frame at work size, lightly smoothed (noise, interpolation bias)."""
+        x, y, w, h = self.box
+        padded = cv2.copyMakeBorder(grey, max(-y, 0), max(y + h - grey.shape[0], 0),
+                                    max(-x, 0), max(x + w - grey.shape[1], 0),
+                                    cv2.BORDER_REPLICATE)  # fmt: skip
+        region = padded[max(y, 0) : max(y, 0) + h, max(x, 0) : max(x, 0) + w]
+        patch = cv2.resize(region, self.size, interpolation=cv2.INTER_AREA).astype(np.float32)
+        return cv2.GaussianBlur(patch, (0, 0), 1.0)
 
-    def __call__(self, frame: np.ndarray, grey: np.ndarray) -> np.ndarray:
-        """`frame` (grey or colour) moved so its face lies where the reference's does."""
-        criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-4)
-        try:
-            _, warp = cv2.findTransformECC(
-                self.template, self._patch(grey), self.warp.copy(), cv2.MOTION_EUCLIDEAN,
-                criteria, None, 3,
-            )  # fmt: skip
-            self.warp = warp
-        except cv2.error:
-            pass
-        height, width = frame.shape[:2]
-        return cv2.warpAffine(
-            frame, self.source_warp(), (width, height),
-            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE,
-        )  # fmt: skip
+    def fit(self, grey: np.ndarray) -> None:
+        """Update the warp and the lighting so that this frame matches the first."""
+        patch = self._patch(grey)
+        gx = cv2.Sobel(patch, cv2.CV_32F, 1, 0, ksize=1, scale=0.5)
+        gy = cv2.Sobel(patch, cv2.CV_32F, 0, 1, ksize=1, scale=0.5)
+        geometry, light = self.geometry.copy(), self.light.copy()
+        dx, dy = self.xs - self.centre[0], self.ys - self.centre[1]
+        a, u, v = self.reference, self.u, self.v
+        weights = np.ones_like(a)
+        for _ in range(self.iterations):
+            mx = (self.xs + geometry[0] + geometry[1] * dx + geometry[2] * dy)[:, None]
+            my = (self.ys + geometry[3] + geometry[4] * dx + geometry[5] * dy)[:, None]
+            b, bx, by = (cv2.remap(image, mx, my, cv2.INTER_LINEAR)[:, 0]
+                         for image in (patch, gx, gy))  # fmt: skip
+            residual = b - a * (1 + light[0] + light[1] * u + light[2] * v) - light[3]
+            jacobian = np.stack([bx, bx * dx, bx * dy, by, by * dx, by * dy, -a, -a * u, -a * v,
+                                 -np.ones_like(a)], axis=1)  # fmt: skip
+            spread = 1.4826 * np.median(np.abs(residual)) + 1e-6
+            weights = 1 / np.maximum(1, np.abs(residual) / (2.5 * spread))  # Huber
+            weighted = jacobian * weights[:, None]
+            step = np.linalg.lstsq(weighted.T @ jacobian, -weighted.T @ residual, rcond=None)[0]
+            geometry += step[:6].astype(np.float32)
+            light += step[6:].astype(np.float32)
+            if np.abs(step[:6]).max() < 1e-3:
+                break
+        sane = np.isfinite(geometry).all() and np.isfinite(light).all()
+        sane = sane and np.abs(geometry[[0, 3]]).max() < 0.25 * max(self.size)
+        sane = sane and np.abs(geometry[[1, 2, 4, 5]]).max() < 0.2 and abs(light[0]) < 0.5
+        if sane:
+            self.geometry, self.light = geometry, light
 
     def source_warp(self) -> np.ndarray:
-        """The last fit in source pixels: reference point → where the current frame has it."""
-        # patch → source: p = origin + scale · q, so the rotation stays and the shift becomes
-        # (I − R)·origin + scale · t
-        rotation, shift = self.warp[:, :2], self.warp[:, 2]
-        origin = np.array(self.face[:2], np.float32)
-        return np.hstack([rotation, (origin - rotation @ origin + self.scale * shift)[:, None]])
+        """The fit in source pixels, 2×3: where the current frame shows each point of the first."""
+        t, L = self.geometry[[0, 3]], self.geometry[[1, 2, 4, 5]].reshape(2, 2)
+        # in source pixels the displacement at X is scale·t + L (X - start - scale·centre)
+        pivot = self.start + self.scale * self.centre
+        return np.hstack([np.eye(2) + L, (self.scale * t - L @ pivot)[:, None]]).astype(np.float32)
+
+    def __call__(self, frame: np.ndarray, grey: np.ndarray) -> np.ndarray:
+        """`frame` (grey or colour, uint8) with its face where, and lit as, in the first frame."""
+        self.fit(grey)
+        height, width = frame.shape[:2]
+        still = cv2.warpAffine(
+            frame.astype(np.float32), self.source_warp(), (width, height),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE,
+        )  # fmt: skip
+        u = ((np.arange(width) - self.start[0]) / self.scale - self.centre[0]) / self.work
+        v = ((np.arange(height) - self.start[1]) / self.scale - self.centre[1]) / self.work
+        g0, g1, g2, offset = (float(p) for p in self.light)
+        gain = np.add.outer(np.float32(g2) * v.astype(np.float32),
+                            np.float32(g1) * u.astype(np.float32)) + np.float32(1 + g0)  # fmt: skip
+        gain = np.maximum(gain, 0.5)
+        if still.ndim == 3:
+            gain = gain[..., None]
+        return np.clip(np.rint((still - offset) / gain), 0, 255).astype(frame.dtype)

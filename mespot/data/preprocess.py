@@ -22,7 +22,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 
 import mespot
 from mespot.data import cache
-from mespot.data.face import ALIGNMENTS, DETECTORS, FaceAligner, crop, crop_box, detect_face
+from mespot.data.face import ALIGNMENTS, DETECTORS, FaceStabiliser, crop, crop_box, detect_face
 from mespot.data.flow import make_flow
 from mespot.data.frames import FrameList
 from mespot.data.tables import Annotations
@@ -44,7 +44,7 @@ class Settings:
     detector: str = "haar"  # haar | none
     margin: float = 0.2  # of the face box, added on each side
     face_frames: int = 10  # first frames searched for the face
-    align: str = "none"  # none | ecc: hold the face still (mespot.data.face.FaceAligner)
+    align: str = "none"  # none | stabilise: hold face and light still (data.face.FaceStabiliser)
     fps: float | None = None  # resample to this rate (SAMM-LV 200 → 30); None keeps every frame
     flow_method: str = "tvl1"
     flow_params: dict = field(default_factory=dict)
@@ -293,9 +293,9 @@ def encode_video(source, settings: Settings, out: Path, meta: dict, on_frame=Non
                 f"{source.where(t)}: frame size {image.shape[1]}×{image.shape[0]} differs from "
                 f"the video's {width}×{height}"
             )
-        if settings.align == "ecc":
+        if settings.align == "stabilise":
             full_grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-            aligner = aligner or FaceAligner(full_grey, face or box)
+            aligner = aligner or FaceStabiliser(full_grey, face or box)
             image = aligner(image, full_grey)
         face_crop = crop(image, box, settings.size)
         grey = face_crop if face_crop.ndim == 2 else cv2.cvtColor(face_crop, cv2.COLOR_RGB2GRAY)
