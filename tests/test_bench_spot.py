@@ -58,7 +58,9 @@ def test_the_checkpoint_loads_with_the_configured_flow(tmp_path):
     assert model.hparams.preprocessing["flow_params"] == expected
     assert info["preprocessing"]["flow_params"] == expected
     assert model.hparams.backbone == {"name": "vovnet", "width": 0.25}  # the CPU size
-    assert set(model.hparams.inputs) == {"window", "stride", "use_flow", "trained_on"}
+    inputs = model.hparams.inputs
+    assert set(inputs) == {"window", "stride", "use_flow", "frame_diffs", "trained_on"}
+    assert inputs["frame_diffs"] == []  # the bench checkpoint feeds frames and flow only
 
 
 def test_report_holds_every_figure(report):
