@@ -20,10 +20,11 @@ import lightning.pytorch as pl
 import pandas as pd
 import torch
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
 
 import mespot
 from mespot.data.datamodule import diff_channels
+from mespot.errors import UserError
 from mespot.files import atomic_write_json, atomic_write_text
 from mespot.intervals import TYPES
 from mespot.metrics import evaluate
@@ -154,6 +155,7 @@ class SpotterModule(IntervalSpotter):
         scheduler: Callable | None = None,  # partial(torch.optim.lr_scheduler.Y, …)
         chunk: int | None = None,  # frames per backbone pass, to bound memory
         motion_grid: int = 0,  # blocks per side of the motion-energy features; 0: none
+        backbone_warmup: int = 0,  # epochs on the motion features alone (needs motion_grid)
         preprocessing: Mapping | None = None,  # the cache Settings it trains on (mespot-spot)
         inputs: Mapping | None = None,  # window, stride, use_flow, frame_diffs: how windows are fed
     ):
@@ -169,6 +171,11 @@ class SpotterModule(IntervalSpotter):
             steps = (inputs or {}).get("frame_diffs", [])
             self.motion = MotionEnergy(diff_channels(colours, steps), motion_grid)
         motion_dim = self.motion.out_dim if self.motion else 0
+        self.gate = None
+        if backbone_warmup:
+            if self.motion is None:
+                raise UserError("model.backbone_warmup needs model.motion_grid (and frame diffs)")
+            self.gate = nn.Parameter(torch.zeros(()))
         self.neck = TemporalFPN(self.encoder.out_dim + motion_dim, **neck)
         head = dict(head or {})
         self.assign = {k: head.pop(k) for k in ("center_sample", "radius") if k in head}
@@ -182,7 +189,7 @@ class SpotterModule(IntervalSpotter):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(B, L, C, H, W) → class logits (B, P, 2), distances (B, P, 2), points (P, 4)."""
-        frames = self.encoder(x).float()
+        frames = self._backbone_features(x)
         # mixed precision pays off in the per-frame backbone; the temporal part is cheap, and
         # scores in full precision keep candidates from tying
         with torch.autocast(x.device.type, enabled=False):
@@ -193,6 +200,22 @@ class SpotterModule(IntervalSpotter):
         lengths = [f.shape[-1] for f in features]
         points = make_points(lengths, self.neck.strides, self.ranges, device=x.device)
         return logits, offsets, points
+
+    def _backbone_features(self, x: Tensor) -> Tensor:
+        """(B, L, C, H, W) → (B, D, L): the backbone's per-frame features, times the gate.
+
+        With `backbone_warmup`, the gate starts at 0 and stays there for the warm-up epochs, in
+        which the backbone is not even run: the FPN and head first learn to spot from the cheap
+        motion scores (a few seconds per epoch where the backbone takes ten), then the gate
+        opens as the backbone learns what they miss. Skipping it while the gate is 0 changes
+        no output, in training or after (accuracy_log.md, sixth round).
+        """
+        if self.gate is None:
+            return self.encoder(x).float()
+        warming = self.training and self.current_epoch < self.hparams.backbone_warmup
+        if warming or (not self.training and not self.gate.item()):
+            return x.new_zeros(x.shape[0], self.encoder.out_dim, x.shape[1], dtype=torch.float32)
+        return self.encoder(x).float() * self.gate
 
     def _losses(self, batch: dict) -> tuple[dict, Tensor, Tensor, Tensor]:
         logits, offsets, points = self(batch["x"])

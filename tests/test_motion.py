@@ -52,3 +52,56 @@ def test_settings_that_cannot_work_are_refused():
         MotionEnergy([], grid=4)
     with pytest.raises(UserError, match="motion_grid=0"):
         MotionEnergy(diff_channels(1, [2]), grid=0)
+
+
+def spotter(backbone_warmup=0, motion_grid=4):
+    """A tiny spotter on grey frames with differences t−2 and t−8, no flow."""
+    from mespot.module import SpotterModule
+
+    torch.manual_seed(0)
+    return SpotterModule(
+        in_chans=3, backbone={"name": "vovnet", "width": 0.25},
+        neck={"level_dims": [16, 16, 16], "out_dim": 16}, motion_grid=motion_grid,
+        backbone_warmup=backbone_warmup, inputs={"frame_diffs": [2, 8]},
+    )  # fmt: skip
+
+
+def outputs(model, x):
+    logits, offsets, _ = model(x)
+    return logits, offsets
+
+
+def test_warm_up_epochs_train_on_the_motion_scores_without_running_the_backbone(monkeypatch):
+    model = spotter(backbone_warmup=2).train()
+    x = window(steps=2, length=32)
+
+    def refuse(*_):
+        raise AssertionError("the backbone ran during the warm-up")
+
+    monkeypatch.setattr(model.encoder, "forward", refuse)
+    logits, offsets = outputs(model, x)
+    (logits.sum() + offsets.sum()).backward()
+    assert model.gate.grad is None and model.gate.item() == 0
+    assert all(p.grad is None for p in model.encoder.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.neck.parameters())
+    # evaluated with the gate still shut, the model is the one the warm-up trained
+    torch.testing.assert_close(outputs(model.eval(), x), (logits, offsets))
+
+
+def test_after_the_warm_up_the_gate_opens_to_the_backbone(monkeypatch):
+    model = spotter(backbone_warmup=2).train()
+    monkeypatch.setattr(type(model), "current_epoch", property(lambda self: 2))
+    x = window(steps=2, length=32)
+    shut = outputs(model, x)
+    logits, offsets = shut
+    (logits.sum() + offsets.sum()).backward()
+    assert model.gate.grad.abs() > 0  # the backbone ran; the gate learns whether to use it
+    with torch.no_grad():
+        model.gate.fill_(0.5)
+    opened = outputs(model.eval(), x)
+    assert not torch.allclose(opened[0], shut[0])  # its features now reach the head
+
+
+def test_a_warm_up_without_motion_scores_is_refused():
+    with pytest.raises(UserError, match="backbone_warmup needs model.motion_grid"):
+        spotter(backbone_warmup=2, motion_grid=0)
