@@ -21,7 +21,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[3]
 PATCH = [
-    ("frames = self.encoder(x).float()", "frames = self.motion(x.float())"),
+    ("frames = self._backbone_features(x)", "frames = self.motion(x.float())"),
     ("frames = torch.cat([frames, self.motion(x.float())], dim=1)", "pass"),
     ("TemporalFPN(self.encoder.out_dim + motion_dim, **neck)", "TemporalFPN(motion_dim, **neck)"),
 ]
