@@ -1,4 +1,4 @@
-"""The accuracy benchmark on a tiny budget (`--quick`: 3 subjects, 1 epoch of 2 batches, DIS flow
+"""The accuracy benchmark on a tiny budget (`--quick`: 3 subjects, 2 epochs of 2 batches, DIS flow
 at 32 px), for the baseline and one learned method (about a minute on 2 cores; the other learned
 methods differ only in their overrides, checked without running): every fold of each method's
 LOSO sweep lands where the runner looks, the report holds each method's counts, F1 that follow
@@ -85,9 +85,9 @@ def test_a_learned_method_command_overrides_the_bench_experiment(tmp_path):
     assert f"hydra.sweep.dir={tmp_path / 'sweep'}" in command
     assert "preprocessing.size=64" in command and "preprocessing.flow.method=tvl1" in command
     noflow = bench.method_command("vovnet_noflow", bench.QUICK, tmp_path, tmp_path / "s")
-    assert "data.use_flow=false" in noflow and "trainer.max_epochs=1" in noflow
+    assert "data.use_flow=false" in noflow and "trainer.max_epochs=2" in noflow
     baseline = bench.method_command("baseline", bench.QUICK, tmp_path, tmp_path / "s")
-    assert "trainer.max_epochs=1" not in baseline  # the baseline sets its own one-batch epoch
+    assert "trainer.max_epochs=2" not in baseline  # the baseline sets its own one-batch epoch
     sweep = tmp_path / "s"
     plain = bench.method_command("vovnet_flow", bench.FULL, tmp_path, sweep)
     for seed in (1, 2):  # the repeats of the paper's model differ from it in the seed alone

@@ -106,7 +106,8 @@ def test_wandb_writes_one_offline_run_per_fold_in_the_sweeps_group_and_one_aggre
 
 
 def test_joblib_launcher_runs_folds_in_parallel_sharing_the_cores(tiny_mock, tmp_path):
-    result, sweep = multirun(tiny_mock, tmp_path, "data.test_subject=all",
+    # with data loading workers too: they start inside joblib's own worker processes
+    result, sweep = multirun(tiny_mock, tmp_path, "data.test_subject=all", "data.num_workers=1",
                              "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert_summary_is_the_sum_of_the_folds(sweep)

@@ -8,6 +8,7 @@ RAM does not grow with the dataset.
 from __future__ import annotations
 
 import json
+import multiprocessing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -282,7 +283,16 @@ class SpottingDataModule(pl.LightningDataModule):
             num_workers=self.hparams.num_workers,
             collate_fn=collate,
             persistent_workers=self.hparams.num_workers > 0,
+            multiprocessing_context=_worker_start_method() if self.hparams.num_workers else None,
         )
+
+
+def _worker_start_method() -> str | None:
+    """How to start DataLoader workers: the default, except inside a joblib worker (Hydra's joblib
+    launcher), whose default start method is loky's, which torch's workers cannot use ('Process'
+    object has no attribute 'env'): there, fork (spawn fails too: its children look for loky)."""
+    method = multiprocessing.get_start_method(allow_none=True)
+    return None if method in (None, *multiprocessing.get_all_start_methods()) else "fork"
 
 
 def _balanced_sampler(positive: np.ndarray, fraction: float, seed: int) -> WeightedRandomSampler:
