@@ -101,6 +101,16 @@ def test_last_ckpt_is_the_last_epoch_not_the_best(tiny_mock, tmp_path):
     assert len(best) == 1  # the epoch the test fold uses, chosen on validation
 
 
+def test_after_a_warm_up_the_epoch_kept_is_one_of_the_whole_models():
+    with initialize_config_dir(CONFIG_PATH, version_base="1.3"):
+        warm = compose("train", overrides=["data.root=x", "data.test_subject=s1",
+                                           "model.backbone_warmup=20"])  # fmt: skip
+        baseline = compose("train", overrides=["data.root=x", "data.test_subject=s1",
+                                               "experiment=baseline"])  # fmt: skip
+    assert warm.callbacks.model_checkpoint.first_epoch == 20  # tests/test_callbacks.py: honoured
+    assert baseline.callbacks.model_checkpoint.first_epoch == 0  # a model without the option
+
+
 def test_without_flow_the_input_is_frames_only(tiny_mock, tmp_path):
     result = train(tiny_mock, tmp_path, "data.use_flow=false", "test=false")
     assert result.returncode == 0, result.stderr[-3000:]

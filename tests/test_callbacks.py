@@ -1,0 +1,32 @@
+"""BestCheckpoint: the best epoch from `first_epoch` on, in a real Lightning fit."""
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.demos.boring_classes import BoringModel
+
+from mespot.callbacks import BestCheckpoint
+
+
+class WorseEveryEpoch(BoringModel):
+    """Validation scores fall epoch by epoch: a plain ModelCheckpoint keeps epoch 0."""
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val/score", -float(self.current_epoch))
+
+
+def kept_epoch(tmp_path, first_epoch: int) -> int:
+    callback = BestCheckpoint(first_epoch=first_epoch, dirpath=tmp_path, monitor="val/score",
+                              mode="max", filename="epoch_{epoch:03d}",
+                              auto_insert_metric_name=False)  # fmt: skip
+    trainer = pl.Trainer(max_epochs=4, limit_train_batches=2, limit_val_batches=1, logger=False,
+                         callbacks=[callback], enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path)  # fmt: skip
+    trainer.fit(WorseEveryEpoch())
+    (kept,) = tmp_path.glob("epoch_*.ckpt")
+    assert callback.best_model_path == str(kept)
+    return torch.load(kept, weights_only=True)["epoch"]
+
+
+def test_the_epochs_before_first_epoch_are_never_kept(tmp_path):
+    assert kept_epoch(tmp_path / "plain", first_epoch=0) == 0
+    assert kept_epoch(tmp_path / "warm", first_epoch=2) == 2
