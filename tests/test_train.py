@@ -111,6 +111,14 @@ def test_after_a_warm_up_the_epoch_kept_is_one_of_the_whole_models():
     assert baseline.callbacks.model_checkpoint.first_epoch == 0  # a model without the option
 
 
+def test_a_bad_model_setting_is_one_line_naming_it(tiny_mock, tmp_path):
+    result = train(tiny_mock, tmp_path, "model.backbone_warmup=2")  # without model.motion_grid
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: model.backbone_warmup needs model.motion_grid (and frame diffs)"
+    )
+
+
 def test_without_flow_the_input_is_frames_only(tiny_mock, tmp_path):
     result = train(tiny_mock, tmp_path, "data.use_flow=false", "test=false")
     assert result.returncode == 0, result.stderr[-3000:]

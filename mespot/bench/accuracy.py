@@ -5,12 +5,12 @@
 
 Generates a mock CAS(ME)² once (mespot-synth; reused while its mock.json matches), preprocesses
 it (mespot-preprocess; cached videos are skipped), then runs the full leave-one-subject-out
-multirun (`mespot-train -m … data.test_subject=all`, basic launcher) of each method into its own
-sweep folder, <data>/runs/<method>, and reads the summary.json that the multirun writes there.
-Methods: the non-learned baseline (experiment=baseline) and the learned spotter at CPU size
-(conf/experiment/bench_accuracy.yaml) as VoVNet + flow, VoVNet without flow, ResNet + flow and
-DenseNet + flow (and, with --methods, VoVNet + flow with seeds 1 and 2); above them, the chance
-floor of an input-blind grid of
+multirun (`mespot-train -m … data.test_subject=all`, two folds at a time with the joblib
+launcher) of each method into its own sweep folder, <data>/runs/<method>, and reads the
+summary.json that the multirun writes there. Methods: the non-learned baseline
+(experiment=baseline) and the learned spotter at CPU size (conf/experiment/bench_accuracy.yaml)
+as VoVNet + flow, VoVNet without flow, ResNet + flow and DenseNet + flow (and, with --methods,
+VoVNet + flow with seeds 1 and 2); above them, the chance floor of an input-blind grid of
 intervals on the same folds (mespot.bench.chance). Writes experiments/bench/accuracy.json
 (every count, per method and subject, with the commands, commit, machine, load and wall
 times) and accuracy.md (the Table-4-style table), and prints the table. Exit status 1 when a
@@ -85,9 +85,9 @@ FULL = Budget(
     align="stabilise",
     val_subjects=2,
     notes=[
-        "Faces stabilised for every method. Learned methods: 20 epochs on the motion energy "
-        "alone, then 4 with the backbone (the epoch kept is one of these 4), Adam lr 0.001 on "
-        "a cosine per phase (conf/experiment/bench_accuracy.yaml); folds two at a time (joblib)."
+        "Faces stabilised for every method. Learned methods: a warm-up on the motion energy "
+        "alone, then epochs with the backbone, among which the epoch kept, a cosine per phase "
+        "(conf/experiment/bench_accuracy.yaml says how many); folds two at a time (joblib)."
     ],
 )
 QUICK = Budget(
@@ -213,7 +213,7 @@ def run_method(name: str, budget: Budget, data: Path, resume: bool = False) -> d
         return read_summary(row, sweep)
     if sweep.exists():
         shutil.rmtree(sweep)  # a fixed folder: old folds would mix into the summary
-    log(f"{name}: {' '.join(command[1:])}")
+    log(f"{name}: {' '.join(command[1:])}  (progress: {log_path})")
     load_start = load_average()
     status, seconds = run_logged(command, log_path)
     row = {"method": name, "label": METHODS[name].label, "sweep": str(sweep),

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
@@ -33,6 +34,10 @@ def exit_on_user_error(task: Callable) -> Callable:
             return task(*args, **kwargs)
         except UserError as e:
             message = str(e)
+        except InstantiationException as e:  # a UserError raised while building from a config
+            if not isinstance(e.__cause__, UserError):
+                raise
+            message = str(e.__cause__)
         except MissingMandatoryValue as e:
             message = f"{e.full_key} is required: add {e.full_key}=… to the command"
         print(f"error: {message}", file=sys.stderr)
