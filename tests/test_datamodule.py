@@ -184,3 +184,49 @@ def test_augmentation_lights_a_difference_like_its_frames(cache_folder):
         assert 0.9 <= gain <= 1.1 and gain != pytest.approx(1.0, abs=1e-4)
         torch.testing.assert_close(x[:, 1], plain[:, 1] * gain, rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(x[:, 2:], plain[:, 2:])  # flow: no lighting
+
+
+def test_time_scale_plays_training_windows_at_another_speed(cache_folder):
+    """time_scale=[2, 2]: window position i shows video frame start + 2i, its differences reach
+    back 2 × step frames, its flow doubles, and the ground truth keeps the positions whose
+    frames lie in each interval."""
+    videos = read_cache(cache_folder)
+    frames = torch.from_numpy(np.load(videos[0].folder / "frames.npy") / 255.0).float()
+    flow = torch.from_numpy(np.load(videos[0].folder / "flow.npy")).float().permute(0, 3, 1, 2)
+    dataset = WindowDataset(videos[:1], window=32, stride=16, augment=True, frame_diffs=[2],
+                            time_scale=[2.0, 2.0], seed=0)  # fmt: skip
+    dataset._augment = lambda x, colours: x  # mirror and light: tested above
+    checked = 0
+    for index in range(len(dataset)):
+        item = dataset[index]
+        x, start = item["x"], item["start"]
+        t = start + 2 * torch.arange(32)
+        assert t[-1] < videos[0].n_frames  # the 63 frames shown lie inside the video
+        torch.testing.assert_close(x[:, 0], frames[t])
+        torch.testing.assert_close(x[:, 1], frames[t] - frames[(t - 4).clamp(min=0)])
+        torch.testing.assert_close(x[:, 2:], (flow[t] * 2).clamp(-20, 20))
+        for onset, offset in videos[0].segments:
+            if start <= onset and offset <= start + 62:  # wholly shown
+                inside = [j for j in range(32) if onset - 0.5 <= start + 2 * j <= offset + 0.5]
+                assert [inside[0], inside[-1]] in item["segments"].tolist()
+                checked += 1
+    assert checked > 0
+    with pytest.raises(UserError, match="data.time_scale"):
+        WindowDataset(videos, window=32, stride=16, time_scale=[1.2, 0.8])
+
+
+def test_time_scale_leaves_short_videos_and_evaluation_alone(cache_folder):
+    videos = read_cache(cache_folder)
+    whole = videos[0].n_frames
+    plain = WindowDataset(videos[:1], window=whole, stride=whole)[0]
+    slowed = WindowDataset(videos[:1], window=whole, stride=whole, augment=True,
+                           time_scale=[1.5, 2.0])  # fmt: skip
+    slowed._augment = lambda x, colours: x
+    item = slowed[0]  # the video cannot show a window at 1.5× or more: it plays as it is
+    torch.testing.assert_close(item["x"], plain["x"])
+    assert item["segments"].tolist() == plain["segments"].tolist()
+    dm = SpottingDataModule(str(cache_folder), test_subject=videos[0].subject, val_subjects=1,
+                            window=32, stride=16, time_scale=[0.8, 1.25])  # fmt: skip
+    dm.setup()
+    assert dm.datasets["train"].time_scale == (0.8, 1.25)
+    assert dm.datasets["val"].time_scale is None and dm.datasets["test"].time_scale is None

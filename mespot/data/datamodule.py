@@ -97,16 +97,29 @@ class WindowDataset(Dataset):
 
     With `augment` (training), each draw also shifts its window by up to half a stride either
     way: the fixed grid alone would show every expression at the same few positions, epoch
-    after epoch, and a small dataset would be learned by heart.
+    after epoch, and a small dataset would be learned by heart. With `time_scale` (lo, hi) too,
+    each draw plays its window at a random speed: a window of `window` frames spans scale ×
+    `window` of the video (log-uniform scale in [lo, hi]; frames picked nearest, flow scaled
+    with them), so expressions come in more lengths than the few training subjects show and
+    the head learns their boundaries from the motion rather than their lengths by heart.
     """
 
     def __init__(self, videos: list[VideoInfo], window: int, stride: int, use_flow: bool = True,
                  augment: bool = False, seed: int = 0,
-                 frame_diffs: Sequence[int] = ()):  # fmt: skip
+                 frame_diffs: Sequence[int] = (),
+                 time_scale: Sequence[float] | None = None):  # fmt: skip
         if any(int(step) < 1 for step in frame_diffs):
             raise UserError(f"data.frame_diffs={list(frame_diffs)}: steps must be at least 1")
+        if time_scale is not None and not (
+            len(time_scale) == 2 and 0 < float(time_scale[0]) <= float(time_scale[1])
+        ):
+            raise UserError(
+                f"data.time_scale={list(time_scale)}: give [lo, hi] with 0 < lo <= hi "
+                "(e.g. [0.8, 1.25]), or null for none"
+            )
         self.videos, self.window, self.use_flow, self.augment = videos, window, use_flow, augment
         self.stride, self.frame_diffs = stride, tuple(int(step) for step in frame_diffs)
+        self.time_scale = None if time_scale is None else tuple(map(float, time_scale))
         self.items = [
             (v, start) for v, info in enumerate(videos)
             for start in window_starts(info.n_frames, window, stride)
@@ -121,9 +134,21 @@ class WindowDataset(Dataset):
         """For balancing: does each window hold (part of) an expression?"""
         return np.array([len(self._targets(v, s)[0]) > 0 for v, s in self.items])
 
-    def _targets(self, v: int, start: int):
+    def _targets(self, v: int, start: int, scale: float = 1.0):
+        """Ground truth in window positions: video frame f is position (f − start) / scale.
+
+        An interval keeps the positions whose frames' centres lie in its extent (DESIGN.md §4),
+        and at least the one nearest its middle.
+        """
         info = self.videos[v]
-        return clip_to_window(info.segments, info.labels, start, self.window)
+        if scale == 1.0:
+            return clip_to_window(info.segments, info.labels, start, self.window)
+        extent = (info.segments + np.array([-0.5, 0.5]) - start) / scale
+        segments = np.stack([np.ceil(extent[:, 0]), np.floor(extent[:, 1])], axis=1)
+        middle = np.floor(extent.mean(axis=1) + 0.5)
+        short = segments[:, 0] > segments[:, 1]
+        segments[short] = middle[short, None]
+        return clip_to_window(segments, info.labels, 0, self.window)
 
     def _video(self, v: int) -> cache.CachedVideo:
         if v not in self._open:  # one set of memory maps per worker process
@@ -132,19 +157,23 @@ class WindowDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         v, start = self.items[index]
+        n_frames = self.videos[v].n_frames
+        scale = self._scale(n_frames) if self.augment else 1.0
         if self.augment:
-            start = self._shift(start, self.videos[v].n_frames)
+            start = self._shift(start, n_frames, _span(self.window, scale))
         video = self._video(v)
-        stop = min(start + self.window, self.videos[v].n_frames)
-        positions = np.arange(start, stop)
+        steps = np.arange(self.window)
+        positions = _positions(start, steps, scale)
+        steps = steps[positions < n_frames]
+        positions = positions[: len(steps)]
         frames = self._frames(video, positions)
         channels = [frames]
         for step in self.frame_diffs:
-            channels.append(frames - self._frames(video, np.maximum(positions - step, 0)))
-        if self.use_flow:
-            flow = np.clip(
-                np.asarray(video.flow[start:stop], dtype=np.float32), -FLOW_CLIP, FLOW_CLIP
-            )
+            earlier = np.maximum(_positions(start, steps - step, scale), 0)
+            channels.append(frames - self._frames(video, earlier))
+        if self.use_flow:  # pixels per frame shown: a faster play moves further per frame
+            flow = np.asarray(video.flow[positions], dtype=np.float32) * np.float32(scale)
+            flow = np.clip(flow, -FLOW_CLIP, FLOW_CLIP)
             channels.append(torch.from_numpy(flow).permute(0, 3, 1, 2))
         x = torch.cat(channels, dim=1)
         if self.augment:
@@ -152,7 +181,7 @@ class WindowDataset(Dataset):
         valid = x.shape[0]
         if valid < self.window:  # a video shorter than the window: zeros after its end
             x = torch.cat([x, x.new_zeros(self.window - valid, *x.shape[1:])])
-        segments, labels = self._targets(v, start)
+        segments, labels = self._targets(v, start, scale)
         return {
             "x": x,
             "segments": torch.from_numpy(segments),
@@ -168,11 +197,20 @@ class WindowDataset(Dataset):
         frames = torch.from_numpy(np.asarray(video.frames[indices], dtype=np.float32) / 255.0)
         return frames[:, None] if frames.ndim == 3 else frames.permute(0, 3, 1, 2)
 
-    def _shift(self, start: int, n_frames: int) -> int:
-        """A start up to half a stride away, the window still inside the video."""
+    def _shift(self, start: int, n_frames: int, span: int) -> int:
+        """A start up to half a stride away, the `span` frames the window shows still inside
+        the video."""
         half = self.stride // 2
         shifted = start + int(self.rng.integers(-half, half + 1))
-        return min(max(shifted, 0), max(n_frames - self.window, 0))
+        return min(max(shifted, 0), max(n_frames - span, 0))
+
+    def _scale(self, n_frames: int) -> float:
+        """A playback speed drawn from `time_scale` (1 without it, or when the video is too
+        short to show a window at that speed)."""
+        if self.time_scale is None:
+            return 1.0
+        scale = float(np.exp(self.rng.uniform(*np.log(self.time_scale))))
+        return scale if _span(self.window, scale) <= n_frames else 1.0
 
     def _augment(self, x: torch.Tensor, colours: int) -> torch.Tensor:
         """A mirrored face (flow's horizontal component changes sign) and a lighting change
@@ -186,6 +224,16 @@ class WindowDataset(Dataset):
         for channels in diff_channels(colours, self.frame_diffs):
             x[:, channels] *= gain
         return x
+
+
+def _positions(start: int, steps: np.ndarray, scale: float) -> np.ndarray:
+    """The video frame shown at each window position (nearest frame at this speed)."""
+    return start + np.floor(steps * scale + 0.5).astype(np.int64)
+
+
+def _span(window: int, scale: float) -> int:
+    """How many video frames a window shows at this speed."""
+    return int(_positions(0, np.array([window - 1]), scale)[0]) + 1
 
 
 def input_settings(data) -> dict:
@@ -233,6 +281,7 @@ class SpottingDataModule(pl.LightningDataModule):
         positive_fraction: float | None = 0.5,
         augment: bool = True,
         frame_diffs: Sequence[int] = (),
+        time_scale: Sequence[float] | None = None,
         seed: int = 0,
     ):
         super().__init__()
@@ -251,7 +300,8 @@ class SpottingDataModule(pl.LightningDataModule):
         self.datasets = {
             split: WindowDataset(videos, hp.window, hp.stride, hp.use_flow,
                                  augment=hp.augment and split == "train", seed=hp.seed,
-                                 frame_diffs=hp.frame_diffs)
+                                 frame_diffs=hp.frame_diffs,
+                                 time_scale=hp.time_scale if split == "train" else None)
             for split, videos in self.videos.items()
         }  # fmt: skip
 
