@@ -156,6 +156,7 @@ class SpotterModule(IntervalSpotter):
         chunk: int | None = None,  # frames per backbone pass, to bound memory
         motion_grid: int = 0,  # blocks per side of the motion-energy features; 0: none
         backbone_warmup: int = 0,  # epochs on the motion features alone (needs motion_grid)
+        freeze_after_warmup: bool = False,  # then train only the backbone and its gate
         preprocessing: Mapping | None = None,  # the cache Settings it trains on (mespot-spot)
         inputs: Mapping | None = None,  # window, stride, use_flow, frame_diffs: how windows are fed
     ):
@@ -176,6 +177,8 @@ class SpotterModule(IntervalSpotter):
             if self.motion is None:
                 raise UserError("model.backbone_warmup needs model.motion_grid (and frame diffs)")
             self.gate = nn.Parameter(torch.zeros(()))
+        elif freeze_after_warmup:
+            raise UserError("model.freeze_after_warmup needs model.backbone_warmup")
         self.neck = TemporalFPN(self.encoder.out_dim + motion_dim, **neck)
         head = dict(head or {})
         self.assign = {k: head.pop(k) for k in ("center_sample", "radius") if k in head}
@@ -216,6 +219,18 @@ class SpotterModule(IntervalSpotter):
         if warming or (not self.training and not self.gate.item()):
             return x.new_zeros(x.shape[0], self.encoder.out_dim, x.shape[1], dtype=torch.float32)
         return self.encoder(x).float() * self.gate
+
+    def on_train_epoch_start(self) -> None:
+        """With `freeze_after_warmup`, the backbone's epochs train the backbone and its gate
+        alone: the FPN and head keep what the warm-up taught them, so the backbone can add to
+        that spotter but not unlearn it (a fresh learning rate over every weight did:
+        accuracy_log.md, eighth round)."""
+        if not self.hparams.freeze_after_warmup:
+            return
+        backbone_phase = self.current_epoch >= self.hparams.backbone_warmup
+        for name, parameter in self.named_parameters():
+            if not (name == "gate" or name.startswith("encoder.")):
+                parameter.requires_grad_(not backbone_phase)
 
     def _losses(self, batch: dict) -> tuple[dict, Tensor, Tensor, Tensor]:
         logits, offsets, points = self(batch["x"])

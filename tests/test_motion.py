@@ -105,3 +105,27 @@ def test_after_the_warm_up_the_gate_opens_to_the_backbone(monkeypatch):
 def test_a_warm_up_without_motion_scores_is_refused():
     with pytest.raises(UserError, match="backbone_warmup needs model.motion_grid"):
         spotter(backbone_warmup=2, motion_grid=0)
+
+
+def test_freeze_after_warmup_trains_only_the_backbone_and_its_gate(monkeypatch):
+    model = spotter(backbone_warmup=2)
+    model.hparams.freeze_after_warmup = True
+    epoch = {"now": 1}
+    monkeypatch.setattr(type(model), "current_epoch", property(lambda self: epoch["now"]))
+    x = window(steps=2, length=32)
+    for now, backbone_phase in ((1, False), (2, True), (1, False)):  # a resumed warm-up thaws
+        epoch["now"] = now
+        model.train().on_train_epoch_start()
+        model.zero_grad(set_to_none=True)
+        logits, offsets = outputs(model, x)
+        (logits.sum() + offsets.sum()).backward()
+        rest = [*model.neck.parameters(), *model.head.parameters()]
+        assert all((p.grad is None) == backbone_phase for p in rest)
+        assert (model.gate.grad is not None) == backbone_phase
+    from mespot.module import SpotterModule
+
+    with pytest.raises(UserError, match="freeze_after_warmup needs model.backbone_warmup"):
+        SpotterModule(
+            in_chans=3, backbone={"name": "vovnet", "width": 0.25},
+            neck={"level_dims": [16], "out_dim": 16}, freeze_after_warmup=True,
+        )  # fmt: skip
