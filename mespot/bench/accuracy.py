@@ -85,8 +85,9 @@ FULL = Budget(
     align="stabilise",
     val_subjects=2,
     notes=[
-        "Faces stabilised for every method. Learned methods: a warm-up on the motion energy "
-        "alone, then epochs with the backbone, among which the epoch kept, a cosine per phase "
+        "Faces stabilised for every method. Learned methods: training windows at random "
+        "speeds; a warm-up on the motion energy alone, then epochs that train the backbone and "
+        "its gate alone, among which the epoch kept, a cosine per phase "
         "(conf/experiment/bench_accuracy.yaml says how many); folds two at a time (joblib)."
     ],
 )
