@@ -108,3 +108,23 @@ def test_resume_reads_the_finished_sweeps_instead_of_running_them(report, tmp_pa
     for old, new in zip(first["rows"], again["rows"], strict=True):
         assert {k: new[k] for k in ROWS} == {k: old[k] for k in ROWS}
     assert "(reused)" in (out / "accuracy.md").read_text()
+
+
+@pytest.mark.slow
+def test_resume_runs_again_a_sweep_whose_recipe_changed_since(report, tmp_path):
+    """The same command over an edited conf/ composes other settings: such a sweep is not
+    reused (here the edit is simulated on a copy of a finished fold's configuration)."""
+    from omegaconf import OmegaConf
+
+    _, first, _ = report
+    sweep = Path(next(r["sweep"] for r in first["rows"] if r["method"] == "vovnet_flow"))
+    fold = tmp_path / ".hydra"
+    fold.mkdir()
+    for name in ("config.yaml", "overrides.yaml"):
+        (fold / name).write_text((sweep / "0" / ".hydra" / name).read_text())
+    assert bench.composes_as_before(fold)
+    config = OmegaConf.load(fold / "config.yaml")
+    config.model.optimizer.lr = config.model.optimizer.lr * 2
+    OmegaConf.save(config, fold / "config.yaml")
+    assert not bench.composes_as_before(fold)
+    assert not bench.composes_as_before(tmp_path / "missing")

@@ -85,9 +85,8 @@ FULL = Budget(
     align="stabilise",
     val_subjects=2,
     notes=[
-        "Faces stabilised for every method. Learned methods: training windows at random "
-        "speeds; a warm-up on the motion energy alone, then epochs that train the backbone and "
-        "its gate alone, among which the epoch kept, a cosine per phase "
+        "Faces stabilised for every method. Learned methods: a warm-up on the motion energy "
+        "alone, then epochs with the backbone, among which the epoch kept, a cosine per phase "
         "(conf/experiment/bench_accuracy.yaml says how many); folds two at a time (joblib)."
     ],
 )
@@ -194,6 +193,26 @@ def reusable(sweep: Path, command: Sequence[str]) -> bool:
     return (
         json.loads(summary.read_text())["complete"]
         and [o for o in task if not o.startswith("data.test_subject=")] == wanted
+        and composes_as_before(next(sweep.glob("*/.hydra"), sweep / "none"))
+    )
+
+
+def composes_as_before(hydra_dir: Path) -> bool:
+    """Whether a finished fold's overrides (its `.hydra` folder) still compose to the
+    configuration it ran with: a recipe edited in conf/ since then gives the same command other
+    settings, and its sweep must run again."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from mespot.cli.common import CONFIG_PATH
+
+    if not (hydra_dir / "config.yaml").is_file():
+        return False
+    overrides = list(OmegaConf.load(hydra_dir / "overrides.yaml"))
+    with initialize_config_dir(CONFIG_PATH, version_base="1.3"):
+        now = compose("train", overrides=overrides)
+    return OmegaConf.to_container(now) == OmegaConf.to_container(
+        OmegaConf.load(hydra_dir / "config.yaml")
     )
 
 
