@@ -118,13 +118,13 @@ def test_resume_runs_again_a_sweep_whose_recipe_changed_since(report, tmp_path):
 
     _, first, _ = report
     sweep = Path(next(r["sweep"] for r in first["rows"] if r["method"] == "vovnet_flow"))
-    fold = tmp_path / ".hydra"
-    fold.mkdir()
+    fold = tmp_path / "copy" / "0" / ".hydra"
+    fold.mkdir(parents=True)
     for name in ("config.yaml", "overrides.yaml"):
         (fold / name).write_text((sweep / "0" / ".hydra" / name).read_text())
-    assert bench.composes_as_before(fold)
+    assert bench.composes_as_before(tmp_path / "copy")
     config = OmegaConf.load(fold / "config.yaml")
     config.model.optimizer.lr = config.model.optimizer.lr * 2
     OmegaConf.save(config, fold / "config.yaml")
-    assert not bench.composes_as_before(fold)
+    assert not bench.composes_as_before(tmp_path / "copy")
     assert not bench.composes_as_before(tmp_path / "missing")

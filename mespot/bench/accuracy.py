@@ -193,27 +193,23 @@ def reusable(sweep: Path, command: Sequence[str]) -> bool:
     return (
         json.loads(summary.read_text())["complete"]
         and [o for o in task if not o.startswith("data.test_subject=")] == wanted
-        and composes_as_before(next(sweep.glob("*/.hydra"), sweep / "none"))
+        and composes_as_before(sweep)
     )
 
 
-def composes_as_before(hydra_dir: Path) -> bool:
-    """Whether a finished fold's overrides (its `.hydra` folder) still compose to the
+def composes_as_before(sweep: Path) -> bool:
+    """Whether a finished fold of `sweep` still composes, from its overrides, to the
     configuration it ran with: a recipe edited in conf/ since then gives the same command other
     settings, and its sweep must run again."""
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from mespot.cli.common import CONFIG_PATH
+    from mespot.cli.common import compose_train
 
-    if not (hydra_dir / "config.yaml").is_file():
+    fold = next(sweep.glob("*/.hydra/config.yaml"), None)
+    if fold is None:
         return False
-    overrides = list(OmegaConf.load(hydra_dir / "overrides.yaml"))
-    with initialize_config_dir(CONFIG_PATH, version_base="1.3"):
-        now = compose("train", overrides=overrides)
-    return OmegaConf.to_container(now) == OmegaConf.to_container(
-        OmegaConf.load(hydra_dir / "config.yaml")
-    )
+    now = compose_train(OmegaConf.load(fold.parent / "overrides.yaml"))
+    return OmegaConf.to_container(now) == OmegaConf.to_container(OmegaConf.load(fold))
 
 
 def run_method(name: str, budget: Budget, data: Path, resume: bool = False) -> dict:

@@ -30,14 +30,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 import mespot
 import mespot.spot as spot_module
 from mespot.bench import common
 from mespot.bench.common import DEFAULT_OUT, load_average, log, num, peak_rss_run, write_report
-from mespot.cli.common import CONFIG_PATH, preprocessing_settings
+from mespot.cli.common import compose_train, preprocessing_settings
 from mespot.data.datamodule import input_settings
 from mespot.data.flow import METHODS
 from mespot.data.render import render_video
@@ -124,10 +123,8 @@ def open_writer(folder: Path, fps: float, size: tuple[int, int]):
 def compose_config(method: str, overrides: Sequence[str] = ()):
     """conf/train.yaml at the default CPU model size with this flow method (its params from
     conf/preprocessing/default.yaml), then any further overrides."""
-    with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
-        overrides = ["data.root=unused", "data.test_subject=x", *MODEL,
-                     f"preprocessing.flow.method={method}", *overrides]  # fmt: skip
-        return compose("train", overrides=overrides)
+    return compose_train(["data.root=unused", "data.test_subject=x", *MODEL,
+                          f"preprocessing.flow.method={method}", *overrides])  # fmt: skip
 
 
 def build_checkpoint(method: str, path: Path, overrides: Sequence[str] = ()) -> dict:

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue
@@ -20,6 +21,13 @@ from mespot.errors import UserError
 # reads a relative path as a Python package when the caller is an installed console script.
 REPO_DIR = Path(__file__).resolve().parents[2]
 CONFIG_PATH = str(REPO_DIR / "conf")
+
+
+def compose_train(overrides=()):
+    """conf/train.yaml with these overrides, composed outside a Hydra app."""
+    with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
 
 # `${repo_dir:}` in configs: default locations (e.g. data/cache) inside the clone, whatever the cwd.
 OmegaConf.register_new_resolver("repo_dir", lambda: str(REPO_DIR), replace=True)

@@ -16,14 +16,13 @@ from pathlib import Path
 import hydra
 import lightning.pytorch as pl
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mespot import tracking
-from mespot.cli.common import CONFIG_PATH, exit_on_user_error, preprocessing_settings
+from mespot.cli.common import CONFIG_PATH, compose_train, exit_on_user_error, preprocessing_settings
 from mespot.data import cache
 from mespot.data.datamodule import SpottingDataModule, input_settings, read_cache
 from mespot.errors import UserError
@@ -66,8 +65,7 @@ def expand_all_folds(argv: list[str]) -> list[str]:
         raise UserError(f"{target} needs one dataset: sweep data=… in separate multiruns")
     fixed = [o.input_line for o in overrides
              if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")]  # fmt: skip
-    with initialize_config_dir(CONFIG_PATH, version_base="1.3"):
-        cfg = compose("train", overrides=fixed)
+    cfg = compose_train(fixed)
     subjects = sorted({info.subject for info in read_cache(cache_folder_of(cfg))})
     return [f"{FOLD_KEY}={','.join(subjects)}" if a == target else a for a in argv]
 

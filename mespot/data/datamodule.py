@@ -135,20 +135,8 @@ class WindowDataset(Dataset):
         return np.array([len(self._targets(v, s)[0]) > 0 for v, s in self.items])
 
     def _targets(self, v: int, start: int, scale: float = 1.0):
-        """Ground truth in window positions: video frame f is position (f − start) / scale.
-
-        An interval keeps the positions whose frames' centres lie in its extent (DESIGN.md §4),
-        and at least the one nearest its middle.
-        """
         info = self.videos[v]
-        if scale == 1.0:
-            return clip_to_window(info.segments, info.labels, start, self.window)
-        extent = (info.segments + np.array([-0.5, 0.5]) - start) / scale
-        segments = np.stack([np.ceil(extent[:, 0]), np.floor(extent[:, 1])], axis=1)
-        middle = np.floor(extent.mean(axis=1) + 0.5)
-        short = segments[:, 0] > segments[:, 1]
-        segments[short] = middle[short, None]
-        return clip_to_window(segments, info.labels, 0, self.window)
+        return clip_to_window(info.segments, info.labels, start, self.window, scale)
 
     def _video(self, v: int) -> cache.CachedVideo:
         if v not in self._open:  # one set of memory maps per worker process
