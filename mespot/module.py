@@ -35,8 +35,9 @@ from mespot.models.losses import SpottingLoss
 from mespot.models.motion import MotionEnergy
 from mespot.postprocess import apply_threshold, best_thresholds, postprocess_video
 
-# Bump when a checkpoint of the previous format can no longer be loaded. 2: a threshold per type.
-CHECKPOINT_FORMAT = 2
+# Bump when a checkpoint of the previous format can no longer be loaded. 2: a threshold per type;
+# 3: the backbone's gate (model.backbone_warmup) is a linear map, not one number.
+CHECKPOINT_FORMAT = 3
 WindowOutput = tuple[int, int, Tensor, Tensor, Tensor]  # video, start, segments, scores, labels
 
 
@@ -176,7 +177,8 @@ class SpotterModule(IntervalSpotter):
         if backbone_warmup:
             if self.motion is None:
                 raise UserError("model.backbone_warmup needs model.motion_grid (and frame diffs)")
-            self.gate = nn.Parameter(torch.zeros(()))
+            features = self.encoder.out_dim
+            self.gate = nn.Parameter(torch.zeros(features, features))  # no random draw spent
         elif freeze_after_warmup:
             raise UserError("model.freeze_after_warmup needs model.backbone_warmup")
         self.neck = TemporalFPN(self.encoder.out_dim + motion_dim, **neck)
@@ -205,20 +207,24 @@ class SpotterModule(IntervalSpotter):
         return logits, offsets, points
 
     def _backbone_features(self, x: Tensor) -> Tensor:
-        """(B, L, C, H, W) → (B, D, L): the backbone's per-frame features, times the gate.
+        """(B, L, C, H, W) → (B, D, L): the backbone's per-frame features, through the gate.
 
-        With `backbone_warmup`, the gate starts at 0 and stays there for the warm-up epochs, in
-        which the backbone is not even run: the FPN and head first learn to spot from the cheap
-        motion scores (a few seconds per epoch where the backbone takes ten), then the gate
-        opens as the backbone learns what they miss. Skipping it while the gate is 0 changes
-        no output, in training or after (accuracy_log.md, sixth round).
+        With `backbone_warmup`, the gate is a linear map of the features that starts at 0 and
+        stays there for the warm-up epochs, in which the backbone is not even run: the FPN and
+        head first learn to spot from the cheap motion scores (a few seconds per epoch where the
+        backbone takes ten), then the gate opens as the backbone learns what they miss.
+        Skipping it while the gate is 0 changes no output, in training or after
+        (accuracy_log.md, sixth round). A map, not one number: each of its weights learns from
+        how one feature goes with the loss, example by example, so it opens even while the
+        backbone's features are still random; a single scale of all of them learned only from
+        their net effect, which for random features is nil, and stayed shut (ninth round).
         """
         if self.gate is None:
             return self.encoder(x).float()
         warming = self.training and self.current_epoch < self.hparams.backbone_warmup
-        if warming or (not self.training and not self.gate.item()):
+        if warming or (not self.training and not self.gate.any()):
             return x.new_zeros(x.shape[0], self.encoder.out_dim, x.shape[1], dtype=torch.float32)
-        return self.encoder(x).float() * self.gate
+        return self.gate @ self.encoder(x).float()
 
     def on_train_epoch_start(self) -> None:
         """With `freeze_after_warmup`, the backbone's epochs train the backbone and its gate

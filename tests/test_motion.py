@@ -81,7 +81,7 @@ def test_warm_up_epochs_train_on_the_motion_scores_without_running_the_backbone(
     monkeypatch.setattr(model.encoder, "forward", refuse)
     logits, offsets = outputs(model, x)
     (logits.sum() + offsets.sum()).backward()
-    assert model.gate.grad is None and model.gate.item() == 0
+    assert model.gate.grad is None and not model.gate.any()
     assert all(p.grad is None for p in model.encoder.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.neck.parameters())
     # evaluated with the gate still shut, the model is the one the warm-up trained
@@ -92,14 +92,19 @@ def test_after_the_warm_up_the_gate_opens_to_the_backbone(monkeypatch):
     model = spotter(backbone_warmup=2).train()
     monkeypatch.setattr(type(model), "current_epoch", property(lambda self: 2))
     x = window(steps=2, length=32)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     shut = outputs(model, x)
-    logits, offsets = shut
-    (logits.sum() + offsets.sum()).backward()
-    assert model.gate.grad.abs() > 0  # the backbone ran; the gate learns whether to use it
-    with torch.no_grad():
-        model.gate.fill_(0.5)
-    opened = outputs(model.eval(), x)
+    (shut[0].sum() + shut[1].sum()).backward()
+    # the backbone ran; the gate learns which of its (still random) features to let through,
+    # the backbone nothing yet: nothing of it reaches the loss
+    assert model.gate.grad.abs().sum() > 0
+    assert all(not p.grad.any() for p in model.encoder.parameters() if p.grad is not None)
+    optimizer.step()
+    optimizer.zero_grad()
+    opened = outputs(model, x)
     assert not torch.allclose(opened[0], shut[0])  # its features now reach the head
+    (opened[0].sum() + opened[1].sum()).backward()
+    assert any(p.grad.abs().sum() > 0 for p in model.encoder.parameters())  # and it learns
 
 
 def test_a_warm_up_without_motion_scores_is_refused():
