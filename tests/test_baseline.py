@@ -11,10 +11,9 @@ import pandas as pd
 import pytest
 import torch
 from conftest import TINY
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from mespot.cli.common import CONFIG_PATH
+from mespot.cli.common import compose_train
 from mespot.data.datamodule import SpottingDataModule
 from mespot.intervals import read_intervals
 from mespot.metrics import interval_iou
@@ -109,16 +108,14 @@ def test_face_box_comes_from_meta_json():
 
 
 def test_configs_compose_with_the_shared_debug_config():
-    with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
-        for overrides in (["experiment=baseline"], ["experiment=baseline", "debug=default"],
-                          ["model=baseline", "debug=default"]):  # fmt: skip
-            cfg = compose("train", overrides=["data.root=x", "data.test_subject=s1", *overrides])
-            model = instantiate(cfg.model, in_chans=3, _convert_="all")
-            assert isinstance(model, BaselineModule)
-            assert sum(p.numel() for p in model.parameters()) == 0
-        assert cfg.model.me_seconds == 0.4  # the last one: model=baseline without the experiment
-        cfg = compose("train", overrides=["experiment=baseline", "data.root=x",
-                                          "data.test_subject=s1"])  # fmt: skip
+    for overrides in (["experiment=baseline"], ["experiment=baseline", "debug=default"],
+                      ["model=baseline", "debug=default"]):  # fmt: skip
+        cfg = compose_train(["data.root=x", "data.test_subject=s1", *overrides])
+        model = instantiate(cfg.model, in_chans=3, _convert_="all")
+        assert isinstance(model, BaselineModule)
+        assert sum(p.numel() for p in model.parameters()) == 0
+    assert cfg.model.me_seconds == 0.4  # the last one: model=baseline without the experiment
+    cfg = compose_train(["experiment=baseline", "data.root=x", "data.test_subject=s1"])
     assert cfg.name == "baseline_casme2" and cfg.trainer.max_epochs == 1
     assert cfg.trainer.limit_train_batches == 1
 

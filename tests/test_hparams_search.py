@@ -8,21 +8,19 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import TINY
-from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra_plugins.hydra_optuna_sweeper._impl import create_optuna_distribution_from_override
 from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution
 
-from mespot.cli.common import CONFIG_PATH
+from mespot.cli.common import compose_train
 
 SEARCH = ["hparams_search=optuna", "experiment=mock_cpu", "data.test_subject=s15"]
 ABSENT = object()
 
 
 def composed(*overrides: str):
-    with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
-        return compose("train", overrides=list(overrides), return_hydra_config=True)
+    return compose_train(overrides, return_hydra_config=True)
 
 
 def search_space(cfg) -> dict:

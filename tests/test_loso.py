@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 from conftest import TINY
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from mespot.cli.common import CONFIG_PATH
+from mespot.cli.common import CONFIG_PATH, compose_train
 from mespot.intervals import TYPES
 from mespot.loso import aggregate, write_summary
 from mespot.parallel import claim_gpu, fold_threads
@@ -162,14 +161,13 @@ def test_a_paper_table_is_one_multirun_with_one_row_per_setting(tiny_mock, tmp_p
 
 
 def test_every_experiment_and_launcher_config_composes():
-    with initialize_config_dir(CONFIG_PATH, version_base="1.3"):
-        for experiment in sorted(p.stem for p in Path(CONFIG_PATH, "experiment").glob("*.yaml")):
-            overrides = [f"experiment={experiment}", "data.test_subject=s1", "hydra/launcher=slurm"]
-            cfg = compose("train", overrides=overrides, return_hydra_config=True)
-            for key, values in (cfg.hydra.sweeper.params or {}).items():
-                for value in values.split(","):  # every cell of a grid composes too
-                    compose("train", overrides=[f"experiment={experiment}", f"{key}={value}",
-                                                "data.test_subject=s1"])  # fmt: skip
+    for experiment in sorted(p.stem for p in Path(CONFIG_PATH, "experiment").glob("*.yaml")):
+        overrides = [f"experiment={experiment}", "data.test_subject=s1", "hydra/launcher=slurm"]
+        cfg = compose_train(overrides, return_hydra_config=True)
+        for key, values in (cfg.hydra.sweeper.params or {}).items():
+            for value in values.split(","):  # every cell of a grid composes too
+                compose_train([f"experiment={experiment}", f"{key}={value}",
+                               "data.test_subject=s1"])  # fmt: skip
     assert cfg.hydra.launcher.gpus_per_node == 1 and cfg.hydra.launcher.tasks_per_node == 1
 
 

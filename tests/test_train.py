@@ -9,10 +9,9 @@ import pandas as pd
 import pytest
 import torch
 from conftest import TINY
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from mespot.cli.common import CONFIG_PATH
+from mespot.cli.common import compose_train
 from mespot.intervals import read_intervals
 from mespot.metrics import evaluate
 
@@ -38,17 +37,14 @@ def run_dirs(tmp_path):
     ],
 )
 def test_configs_compose_and_build_every_backbone(backbone):
-    with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
-        cfg = compose("train", overrides=["debug=default", "data.root=x", "data.test_subject=s1",
-                                          *backbone])  # fmt: skip
+    cfg = compose_train(["debug=default", "data.root=x", "data.test_subject=s1", *backbone])
     model = instantiate(cfg.model, in_chans=3, _convert_="all")
     logits, offsets, points = model(torch.zeros(1, 32, 3, 32, 32))
     assert logits.shape == (1, points.shape[0], 2) and offsets.shape == (1, points.shape[0], 2)
 
 
 def test_paper_config_is_the_papers():
-    with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
-        cfg = compose("train", overrides=["data.root=x", "data.test_subject=s1"])
+    cfg = compose_train(["data.root=x", "data.test_subject=s1"])
     assert cfg.model.backbone.name == "vovnet" and cfg.model.optimizer.lr == 0.005
     assert list(cfg.model.neck.level_dims) == [512, 1024, 1024, 1024, 2048]
     assert cfg.data.batch_size == 32 and cfg.data.window == 128
@@ -102,11 +98,8 @@ def test_last_ckpt_is_the_last_epoch_not_the_best(tiny_mock, tmp_path):
 
 
 def test_after_a_warm_up_the_epoch_kept_is_one_of_the_whole_models():
-    with initialize_config_dir(CONFIG_PATH, version_base="1.3"):
-        warm = compose("train", overrides=["data.root=x", "data.test_subject=s1",
-                                           "model.backbone_warmup=20"])  # fmt: skip
-        baseline = compose("train", overrides=["data.root=x", "data.test_subject=s1",
-                                               "experiment=baseline"])  # fmt: skip
+    warm = compose_train(["data.root=x", "data.test_subject=s1", "model.backbone_warmup=20"])
+    baseline = compose_train(["data.root=x", "data.test_subject=s1", "experiment=baseline"])
     assert warm.callbacks.model_checkpoint.first_epoch == 20  # tests/test_callbacks.py: honoured
     assert baseline.callbacks.model_checkpoint.first_epoch == 0  # a model without the option
 
@@ -143,9 +136,8 @@ def test_fast_dev_run(tiny_mock, tmp_path):
 
 @pytest.mark.parametrize("backbone", ["vovnet_small", "resnet_small", "densenet_small"])
 def test_mock_experiment_composes_with_each_backbone_one_override_apart(backbone):
-    with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=mock_cpu", "data.test_subject=s15",
-                                          f"model/backbone={backbone}"])  # fmt: skip
+    cfg = compose_train(["experiment=mock_cpu", "data.test_subject=s15",
+                         f"model/backbone={backbone}"])  # fmt: skip
     assert cfg.data.root == "data/mock/casme2" and cfg.trainer.accelerator == "cpu"
     model = instantiate(cfg.model, in_chans=3, _convert_="all")
     assert sum(p.numel() for p in model.parameters()) < 1_000_000

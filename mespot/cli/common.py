@@ -23,10 +23,11 @@ REPO_DIR = Path(__file__).resolve().parents[2]
 CONFIG_PATH = str(REPO_DIR / "conf")
 
 
-def compose_train(overrides=()):
-    """conf/train.yaml with these overrides, composed outside a Hydra app."""
+def compose_train(overrides=(), return_hydra_config: bool = False):
+    """conf/train.yaml with these overrides, composed outside a Hydra app (with its `hydra`
+    node when asked: the sweeper's and launcher's settings)."""
     with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
-        return compose("train", overrides=list(overrides))
+        return compose("train", overrides=list(overrides), return_hydra_config=return_hydra_config)
 
 
 # `${repo_dir:}` in configs: default locations (e.g. data/cache) inside the clone, whatever the cwd.
