@@ -47,6 +47,36 @@ def test_colour_differences_are_averaged():
     assert energy(window(colours=3, steps=1))[0, 6, 20:25].min() > 10
 
 
+def held_expression(length=60, size=32, seed=0):
+    """Grey frames of a noisy still face whose block 6 (of a 4 × 4 grid) brightens over frames
+    20-23, holds until 39 and is back by 44, with the light of the whole face rising by 0.2 over
+    the window; one frame difference (t − 2)."""
+    g = torch.Generator().manual_seed(seed)
+    frames = 0.4 + torch.randn(length, size, size, generator=g) * 0.004
+    level = torch.zeros(length)
+    level[20:24] = torch.linspace(0.25, 1, 4)
+    level[24:40] = 1
+    level[40:44] = torch.linspace(0.75, 0, 4)
+    frames[:, 8:16, 16:24] += 0.1 * level[:, None, None]
+    frames += torch.linspace(0, 0.2, length)[:, None, None]  # the light changes, slowly
+    diffs = frames.clone()
+    diffs[2:] -= frames[:-2]
+    diffs[:2] = 0
+    return torch.stack([frames, diffs], dim=1)[None]  # (1, L, 2, H, W)
+
+
+def test_neutral_scores_hold_through_an_expression_the_differences_see_only_move():
+    energy = MotionEnergy(diff_channels(1, [2]), grid=4, neutral=[0])
+    score = energy(held_expression())
+    assert energy.out_dim == 2 * 16 and score.shape == (1, 32, 60)
+    moving, held = score[0, 6], score[0, 16 + 6]
+    assert held[24:40].min() > 10  # the face is away from its usual all through the hold
+    assert moving[28:38].abs().max() < 5  # while it holds still, nothing changes
+    assert held[:18].abs().max() < 5 and held[46:].abs().max() < 5
+    others = torch.cat([score[0, 16:22], score[0, 23:]])
+    assert others.abs().max() < 5  # the light's rise is taken out with each frame's mean
+
+
 def test_settings_that_cannot_work_are_refused():
     with pytest.raises(UserError, match="data.frame_diffs"):
         MotionEnergy([], grid=4)
@@ -54,7 +84,7 @@ def test_settings_that_cannot_work_are_refused():
         MotionEnergy(diff_channels(1, [2]), grid=0)
 
 
-def spotter(backbone_warmup=0, motion_grid=4):
+def spotter(backbone_warmup=0, motion_grid=4, **options):
     """A tiny spotter on grey frames with differences t−2 and t−8, no flow."""
     from mespot.module import SpotterModule
 
@@ -62,7 +92,7 @@ def spotter(backbone_warmup=0, motion_grid=4):
     return SpotterModule(
         in_chans=3, backbone={"name": "vovnet", "width": 0.25},
         neck={"level_dims": [16, 16, 16], "out_dim": 16}, motion_grid=motion_grid,
-        backbone_warmup=backbone_warmup, inputs={"frame_diffs": [2, 8]},
+        backbone_warmup=backbone_warmup, inputs={"frame_diffs": [2, 8]}, **options,
     )  # fmt: skip
 
 
@@ -110,6 +140,15 @@ def test_after_the_warm_up_the_gate_opens_to_the_backbone(monkeypatch):
 def test_a_warm_up_without_motion_scores_is_refused():
     with pytest.raises(UserError, match="backbone_warmup needs model.motion_grid"):
         spotter(backbone_warmup=2, motion_grid=0)
+
+
+def test_the_spotter_feeds_neutral_scores_beside_the_differences():
+    model = spotter(motion_neutral=True)
+    assert model.motion.neutral == [0] and model.motion.out_dim == 3 * 16
+    logits, offsets = outputs(model, window(steps=2, length=32))
+    assert logits.isfinite().all() and offsets.isfinite().all()
+    with pytest.raises(UserError, match="motion_neutral needs model.motion_grid"):
+        spotter(motion_grid=0, motion_neutral=True)
 
 
 def test_freeze_after_warmup_trains_only_the_backbone_and_its_gate(monkeypatch):
