@@ -169,6 +169,19 @@ def test_frame_differences_follow_the_frame(cache_folder):
         WindowDataset(videos, window=64, stride=32, frame_diffs=[0])
 
 
+def test_a_video_shorter_than_the_window_ends_on_its_last_face_held_still(cache_folder):
+    """Past the end, the frame channels repeat the last frame and the differences and flow are
+    0: a face at rest, not a black one (which the distance to the median frame would take
+    for an expression)."""
+    videos = read_cache(cache_folder)
+    n = videos[0].n_frames
+    item = WindowDataset(videos[:1], window=n + 40, stride=n + 40, frame_diffs=[2])[0]
+    x, last = item["x"], item["x"][n - 1]
+    assert item["valid"] == n and x.shape[0] == n + 40
+    assert torch.equal(x[n:, 0], last[0].expand(40, -1, -1))
+    assert not x[n:, 1:].any() and x[n - 1, 1:].any()
+
+
 def test_augmentation_lights_a_difference_like_its_frames(cache_folder):
     videos = read_cache(cache_folder)
     whole = videos[0].n_frames

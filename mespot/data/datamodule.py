@@ -167,8 +167,10 @@ class WindowDataset(Dataset):
         if self.augment:
             x = self._augment(x, frames.shape[1])
         valid = x.shape[0]
-        if valid < self.window:  # a video shorter than the window: zeros after its end
-            x = torch.cat([x, x.new_zeros(self.window - valid, *x.shape[1:])])
+        if valid < self.window:  # a video shorter than the window: its last face, held still
+            held = x.new_zeros(self.window - valid, *x.shape[1:])  # no change, no flow
+            held[:, : frames.shape[1]] = x[-1, : frames.shape[1]]
+            x = torch.cat([x, held])
         segments, labels = self._targets(v, start, scale)
         return {
             "x": x,
