@@ -23,7 +23,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 import mespot
-from mespot.data.datamodule import change_channels
+from mespot.data.datamodule import diff_channels
 from mespot.errors import UserError
 from mespot.files import atomic_write_json, atomic_write_text
 from mespot.intervals import TYPES
@@ -172,9 +172,8 @@ class SpotterModule(IntervalSpotter):
         if motion_grid:
             colours = 3 if (preprocessing or {}).get("colour") == "rgb" else 1
             steps = (inputs or {}).get("frame_diffs", [])
-            rest = (inputs or {}).get("rest_span", 0)
             neutral = range(colours) if motion_neutral else ()
-            self.motion = MotionEnergy(change_channels(colours, steps, rest), motion_grid, neutral)
+            self.motion = MotionEnergy(diff_channels(colours, steps), motion_grid, neutral)
         elif motion_neutral:
             raise UserError("model.motion_neutral needs model.motion_grid (and frame diffs)")
         motion_dim = self.motion.out_dim if self.motion else 0

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mespot.data.datamodule import change_channels
+from mespot.data.datamodule import diff_channels
 from mespot.errors import UserError
 from mespot.models.motion import MotionEnergy
 
@@ -20,7 +20,7 @@ def window(colours=1, steps=2, length=40, size=32, seed=0):
 
 
 def test_a_block_that_moves_more_than_usual_stands_out():
-    energy = MotionEnergy(change_channels(1, [2, 8]), grid=4)
+    energy = MotionEnergy(diff_channels(1, [2, 8]), grid=4)
     score = energy(window())  # (1, 2 × 16, 40)
     assert score.shape == (1, 32, 40) and energy.out_dim == 32
     for step in (0, 1):
@@ -34,7 +34,7 @@ def test_a_block_that_moves_more_than_usual_stands_out():
 def test_scores_do_not_depend_on_the_face_s_contrast():
     """A face with twice the contrast (or under a brighter light) changes twice as much
     everywhere: the same scores."""
-    energy = MotionEnergy(change_channels(1, [2]), grid=4)
+    energy = MotionEnergy(diff_channels(1, [2]), grid=4)
     x = window(steps=1)
     brighter = x.clone()
     brighter[:, :, 1:] *= 2
@@ -42,7 +42,7 @@ def test_scores_do_not_depend_on_the_face_s_contrast():
 
 
 def test_colour_differences_are_averaged():
-    energy = MotionEnergy(change_channels(3, [2]), grid=4)
+    energy = MotionEnergy(diff_channels(3, [2]), grid=4)
     assert energy.channels == [[3, 4, 5]]
     assert energy(window(colours=3, steps=1))[0, 6, 20:25].min() > 10
 
@@ -66,7 +66,7 @@ def held_expression(length=60, size=32, seed=0):
 
 
 def test_neutral_scores_hold_through_an_expression_the_differences_see_only_move():
-    energy = MotionEnergy(change_channels(1, [2]), grid=4, neutral=[0])
+    energy = MotionEnergy(diff_channels(1, [2]), grid=4, neutral=[0])
     score = energy(held_expression())
     assert energy.out_dim == 2 * 16 and score.shape == (1, 32, 60)
     moving, held = score[0, 6], score[0, 16 + 6]
@@ -81,7 +81,7 @@ def test_settings_that_cannot_work_are_refused():
     with pytest.raises(UserError, match="data.frame_diffs"):
         MotionEnergy([], grid=4)
     with pytest.raises(UserError, match="motion_grid=0"):
-        MotionEnergy(change_channels(1, [2]), grid=0)
+        MotionEnergy(diff_channels(1, [2]), grid=0)
 
 
 def spotter(backbone_warmup=0, motion_grid=4, **options):
