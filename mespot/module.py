@@ -23,7 +23,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 import mespot
-from mespot.data.datamodule import diff_channels
+from mespot.data.datamodule import change_channels
 from mespot.errors import UserError
 from mespot.files import atomic_write_json, atomic_write_text
 from mespot.intervals import TYPES
@@ -156,11 +156,10 @@ class SpotterModule(IntervalSpotter):
         scheduler: Callable | None = None,  # partial(torch.optim.lr_scheduler.Y, …)
         chunk: int | None = None,  # frames per backbone pass, to bound memory
         motion_grid: int = 0,  # blocks per side of the motion-energy features; 0: none
-        motion_neutral: bool = False,  # also each block's distance from the window's median frame
         backbone_warmup: int = 0,  # epochs on the motion features alone (needs motion_grid)
         freeze_after_warmup: bool = False,  # then train only the backbone and its gate
         preprocessing: Mapping | None = None,  # the cache Settings it trains on (mespot-spot)
-        inputs: Mapping | None = None,  # window, stride, use_flow, frame_diffs: how windows are fed
+        inputs: Mapping | None = None,  # window, stride, use_flow, frame_diffs, rest_span: how fed
     ):
         super().__init__(postprocess)
         # plain values only, so checkpoints load with torch.load(weights_only=True)
@@ -172,10 +171,8 @@ class SpotterModule(IntervalSpotter):
         if motion_grid:
             colours = 3 if (preprocessing or {}).get("colour") == "rgb" else 1
             steps = (inputs or {}).get("frame_diffs", [])
-            neutral = range(colours) if motion_neutral else ()
-            self.motion = MotionEnergy(diff_channels(colours, steps), motion_grid, neutral)
-        elif motion_neutral:
-            raise UserError("model.motion_neutral needs model.motion_grid (and frame diffs)")
+            rest = (inputs or {}).get("rest_span", 0)
+            self.motion = MotionEnergy(change_channels(colours, steps, rest), motion_grid)
         motion_dim = self.motion.out_dim if self.motion else 0
         self.gate = None
         if backbone_warmup:

@@ -158,7 +158,8 @@ def run_windows(
     of every pyramid level covering the frame), over the cached frames."""
     inputs = model.hparams.inputs
     dataset = WindowDataset([info], inputs["window"], inputs["stride"], inputs["use_flow"],
-                            frame_diffs=inputs.get("frame_diffs", ()))  # fmt: skip
+                            frame_diffs=inputs.get("frame_diffs", ()),
+                            rest_span=inputs.get("rest_span", 0))  # fmt: skip
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
     device = next(model.parameters()).device
     task = progress.add_task("spotting", total=len(dataset), unit="windows")

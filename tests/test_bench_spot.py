@@ -59,7 +59,7 @@ def test_the_checkpoint_loads_with_the_configured_flow(tmp_path):
     assert info["preprocessing"]["flow_params"] == expected
     assert model.hparams.backbone == {"name": "vovnet", "width": 0.25}  # the CPU size
     inputs = model.hparams.inputs
-    assert set(inputs) == {"window", "stride", "use_flow", "frame_diffs", "trained_on"}
+    assert set(inputs) == {"window", "stride", "use_flow", "frame_diffs", "rest_span", "trained_on"}
     assert inputs["frame_diffs"] == []  # the bench checkpoint feeds frames and flow only
 
 

@@ -5,8 +5,16 @@ import pytest
 import torch
 
 from mespot.data.adapters import load_annotations
-from mespot.data.datamodule import SpottingDataModule, WindowDataset, read_cache, split_subjects
+from mespot.data.datamodule import (
+    SpottingDataModule,
+    WindowDataset,
+    change_channels,
+    input_channels,
+    read_cache,
+    split_subjects,
+)
 from mespot.data.preprocess import Settings, preprocess
+from mespot.data.rest import RestFace
 from mespot.data.synth import MockSpec, write_mock
 from mespot.data.windows import clip_to_window, to_cached_indices, window_starts
 from mespot.errors import UserError
@@ -169,34 +177,57 @@ def test_frame_differences_follow_the_frame(cache_folder):
         WindowDataset(videos, window=64, stride=32, frame_diffs=[0])
 
 
+def test_the_distance_from_the_face_at_rest_comes_between_the_differences_and_the_flow(
+    cache_folder,
+):
+    videos = read_cache(cache_folder)
+    frames = np.load(videos[0].folder / "frames.npy")
+    dataset = WindowDataset(videos, window=64, stride=32, frame_diffs=[2], rest_span=100)
+    plain = WindowDataset(videos, window=64, stride=32, frame_diffs=[2])
+    rest = RestFace(frames, span=100)
+    for index in (0, 2):
+        x, start = dataset[index]["x"], dataset[index]["start"]
+        t = np.arange(start, start + 64)
+        assert x.shape == (64, 5, 32, 32)
+        torch.testing.assert_close(x[:, 2], torch.from_numpy(rest.distance(frames[t], t)))
+        torch.testing.assert_close(x[:, [0, 1, 3, 4]], plain[index]["x"])
+    assert input_channels(1, {"frame_diffs": [2], "rest_span": 100, "use_flow": True}) == 5
+    assert change_channels(1, [2], rest_span=100) == [[1], [2]]
+    with pytest.raises(UserError, match="rest_span=-1"):
+        WindowDataset(videos, window=64, stride=32, rest_span=-1)
+
+
 def test_a_video_shorter_than_the_window_ends_on_its_last_face_held_still(cache_folder):
     """Past the end, the frame channels repeat the last frame and the differences and flow are
     0: a face at rest, not a black one (which the distance to the median frame would take
     for an expression)."""
     videos = read_cache(cache_folder)
     n = videos[0].n_frames
-    item = WindowDataset(videos[:1], window=n + 40, stride=n + 40, frame_diffs=[2])[0]
+    item = WindowDataset(videos[:1], window=n + 40, stride=n + 40, frame_diffs=[2],
+                         rest_span=50)[0]  # fmt: skip
     x, last = item["x"], item["x"][n - 1]
     assert item["valid"] == n and x.shape[0] == n + 40
-    assert torch.equal(x[n:, 0], last[0].expand(40, -1, -1))
-    assert not x[n:, 1:].any() and x[n - 1, 1:].any()
+    for still in (0, 2):  # the frame, and its distance from the face at rest
+        assert torch.equal(x[n:, still], last[still].expand(40, -1, -1))
+    assert not x[n:, [1, 3, 4]].any() and x[n - 1, [1, 3, 4]].any()
 
 
 def test_augmentation_lights_a_difference_like_its_frames(cache_folder):
+    """Channels: frame, difference, distance from the face at rest, flow (2)."""
     videos = read_cache(cache_folder)
     whole = videos[0].n_frames
-    plain = WindowDataset(videos, window=whole, stride=whole, frame_diffs=[3])[0]["x"]
-    augmented = WindowDataset(videos, window=whole, stride=whole, frame_diffs=[3], augment=True,
-                              seed=4)  # fmt: skip
+    options = dict(window=whole, stride=whole, frame_diffs=[3], rest_span=50)
+    plain = WindowDataset(videos, **options)[0]["x"]
+    augmented = WindowDataset(videos, **options, augment=True, seed=4)
     for _ in range(6):
         x = augmented[0]["x"]
-        if not torch.allclose(x[:, 3], plain[:, 3]):  # mirrored: flip back
+        if not torch.allclose(x[:, 4], plain[:, 4]):  # mirrored: flip back
             x = x.flip(-1)
-            x[:, 2] *= -1
+            x[:, 3] *= -1
         gain = (x[:, 1].abs().sum() / plain[:, 1].abs().sum()).item()
         assert 0.9 <= gain <= 1.1 and gain != pytest.approx(1.0, abs=1e-4)
-        torch.testing.assert_close(x[:, 1], plain[:, 1] * gain, rtol=1e-4, atol=1e-6)
-        torch.testing.assert_close(x[:, 2:], plain[:, 2:])  # flow: no lighting
+        torch.testing.assert_close(x[:, 1:3], plain[:, 1:3] * gain, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(x[:, 3:], plain[:, 3:])  # flow: no lighting
 
 
 def test_time_scale_plays_training_windows_at_another_speed(cache_folder):

@@ -1,9 +1,11 @@
 """MotionEnergy: where, and how much more than usual, a face changes in a window."""
 
+import numpy as np
 import pytest
 import torch
 
-from mespot.data.datamodule import diff_channels
+from mespot.data.datamodule import change_channels
+from mespot.data.rest import RestFace
 from mespot.errors import UserError
 from mespot.models.motion import MotionEnergy
 
@@ -20,7 +22,7 @@ def window(colours=1, steps=2, length=40, size=32, seed=0):
 
 
 def test_a_block_that_moves_more_than_usual_stands_out():
-    energy = MotionEnergy(diff_channels(1, [2, 8]), grid=4)
+    energy = MotionEnergy(change_channels(1, [2, 8]), grid=4)
     score = energy(window())  # (1, 2 × 16, 40)
     assert score.shape == (1, 32, 40) and energy.out_dim == 32
     for step in (0, 1):
@@ -34,7 +36,7 @@ def test_a_block_that_moves_more_than_usual_stands_out():
 def test_scores_do_not_depend_on_the_face_s_contrast():
     """A face with twice the contrast (or under a brighter light) changes twice as much
     everywhere: the same scores."""
-    energy = MotionEnergy(diff_channels(1, [2]), grid=4)
+    energy = MotionEnergy(change_channels(1, [2]), grid=4)
     x = window(steps=1)
     brighter = x.clone()
     brighter[:, :, 1:] *= 2
@@ -42,15 +44,17 @@ def test_scores_do_not_depend_on_the_face_s_contrast():
 
 
 def test_colour_differences_are_averaged():
-    energy = MotionEnergy(diff_channels(3, [2]), grid=4)
+    energy = MotionEnergy(change_channels(3, [2]), grid=4)
     assert energy.channels == [[3, 4, 5]]
     assert energy(window(colours=3, steps=1))[0, 6, 20:25].min() > 10
 
 
-def held_expression(length=60, size=32, seed=0):
+def held_expression(length, size=32, seed=0):
     """Grey frames of a noisy still face whose block 6 (of a 4 × 4 grid) brightens over frames
     20-23, holds until 39 and is back by 44, with the light of the whole face rising by 0.2 over
-    the window; one frame difference (t − 2)."""
+    the window, fed as the data feed them: the frame, its difference to t − 2 and its distance
+    from the face at rest (data.rest_span=length: the median of the 24 expressive frames and
+    the rest around them, rest by far)."""
     g = torch.Generator().manual_seed(seed)
     frames = 0.4 + torch.randn(length, size, size, generator=g) * 0.004
     level = torch.zeros(length)
@@ -59,16 +63,19 @@ def held_expression(length=60, size=32, seed=0):
     level[40:44] = torch.linspace(0.75, 0, 4)
     frames[:, 8:16, 16:24] += 0.1 * level[:, None, None]
     frames += torch.linspace(0, 0.2, length)[:, None, None]  # the light changes, slowly
+    frames = (frames * 255).round() / 255  # as cached: uint8
     diffs = frames.clone()
     diffs[2:] -= frames[:-2]
     diffs[:2] = 0
-    return torch.stack([frames, diffs], dim=1)[None]  # (1, L, 2, H, W)
+    cached = (frames * 255).round().to(torch.uint8).numpy()
+    rest = RestFace(cached, span=length).distance(cached, np.arange(length))
+    return torch.stack([frames, diffs, torch.from_numpy(rest)], dim=1)[None]  # (1, L, 3, H, W)
 
 
-def test_neutral_scores_hold_through_an_expression_the_differences_see_only_move():
-    energy = MotionEnergy(diff_channels(1, [2]), grid=4, neutral=[0])
-    score = energy(held_expression())
-    assert energy.out_dim == 2 * 16 and score.shape == (1, 32, 60)
+def test_the_distance_from_the_face_at_rest_holds_through_an_expression_differences_see_move():
+    energy = MotionEnergy(change_channels(1, [2], rest_span=120), grid=4)
+    score = energy(held_expression(length=120))
+    assert energy.out_dim == 2 * 16 and score.shape == (1, 32, 120)
     moving, held = score[0, 6], score[0, 16 + 6]
     assert held[24:40].min() > 10  # the face is away from its usual all through the hold
     assert moving[28:38].abs().max() < 5  # while it holds still, nothing changes
@@ -81,18 +88,18 @@ def test_settings_that_cannot_work_are_refused():
     with pytest.raises(UserError, match="data.frame_diffs"):
         MotionEnergy([], grid=4)
     with pytest.raises(UserError, match="motion_grid=0"):
-        MotionEnergy(diff_channels(1, [2]), grid=0)
+        MotionEnergy(change_channels(1, [2]), grid=0)
 
 
-def spotter(backbone_warmup=0, motion_grid=4, **options):
+def spotter(backbone_warmup=0, motion_grid=4, in_chans=3, inputs=None, **options):
     """A tiny spotter on grey frames with differences t−2 and t−8, no flow."""
     from mespot.module import SpotterModule
 
     torch.manual_seed(0)
     return SpotterModule(
-        in_chans=3, backbone={"name": "vovnet", "width": 0.25},
+        in_chans=in_chans, backbone={"name": "vovnet", "width": 0.25},
         neck={"level_dims": [16, 16, 16], "out_dim": 16}, motion_grid=motion_grid,
-        backbone_warmup=backbone_warmup, inputs={"frame_diffs": [2, 8]}, **options,
+        backbone_warmup=backbone_warmup, inputs=inputs or {"frame_diffs": [2, 8]}, **options,
     )  # fmt: skip
 
 
@@ -142,13 +149,11 @@ def test_a_warm_up_without_motion_scores_is_refused():
         spotter(backbone_warmup=2, motion_grid=0)
 
 
-def test_the_spotter_feeds_neutral_scores_beside_the_differences():
-    model = spotter(motion_neutral=True)
-    assert model.motion.neutral == [0] and model.motion.out_dim == 3 * 16
-    logits, offsets = outputs(model, window(steps=2, length=32))
+def test_the_spotter_scores_the_distance_from_the_face_at_rest_beside_the_differences():
+    model = spotter(in_chans=4, inputs={"frame_diffs": [2, 8], "rest_span": 300})
+    assert model.motion.channels == [[1], [2], [3]] and model.motion.out_dim == 3 * 16
+    logits, offsets = outputs(model, window(steps=3, length=32))
     assert logits.isfinite().all() and offsets.isfinite().all()
-    with pytest.raises(UserError, match="motion_neutral needs model.motion_grid"):
-        spotter(motion_grid=0, motion_neutral=True)
 
 
 def test_freeze_after_warmup_trains_only_the_backbone_and_its_gate(monkeypatch):

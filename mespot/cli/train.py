@@ -33,7 +33,8 @@ from mespot.parallel import claim_gpu, fold_threads
 log = logging.getLogger(__name__)
 
 FOLD_KEYS = ("test_subject", "val_subjects", "window", "stride", "use_flow", "frame_diffs",
-             "batch_size", "num_workers", "positive_fraction", "augment", "time_scale")  # fmt: skip
+             "rest_span", "batch_size", "num_workers", "positive_fraction", "augment",
+             "time_scale")  # fmt: skip
 
 
 def cache_folder_of(cfg: DictConfig):

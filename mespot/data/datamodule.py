@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from mespot.data import cache
+from mespot.data.rest import RestFace
 from mespot.data.windows import clip_to_window, to_cached_indices, window_starts
 from mespot.errors import UserError
 from mespot.intervals import TYPES
@@ -90,7 +91,9 @@ class WindowDataset(Dataset):
 
     Channels per frame: the frame, then one difference to an earlier frame per step of
     `frame_diffs` (frame t minus frame t − step, frame 0 standing in before the video's start),
-    then the flow when `use_flow`. The per-frame backbone sees one frame at a time, so it can
+    then, with `rest_span`, the frame's distance from the face at rest (mespot/data/rest.py: the
+    median frame of the `rest_span` frames around it, each frame's brightness taken out), then
+    the flow when `use_flow`. The per-frame backbone sees one frame at a time, so it can
     tell that something moves only from what a frame carries; over a stabilised face
     (face.align=stabilise) a difference shows a micro-expression that one-frame flow does not
     (experiments/bench/accuracy_log.md, fifth round).
@@ -106,8 +109,10 @@ class WindowDataset(Dataset):
 
     def __init__(self, videos: list[VideoInfo], window: int, stride: int, use_flow: bool = True,
                  augment: bool = False, seed: int = 0,
-                 frame_diffs: Sequence[int] = (),
+                 frame_diffs: Sequence[int] = (), rest_span: int = 0,
                  time_scale: Sequence[float] | None = None):  # fmt: skip
+        if int(rest_span) < 0:
+            raise UserError(f"data.rest_span={rest_span}: give a number of frames, or 0 for none")
         if any(int(step) < 1 for step in frame_diffs):
             raise UserError(f"data.frame_diffs={list(frame_diffs)}: steps must be at least 1")
         if time_scale is not None and not (
@@ -120,12 +125,14 @@ class WindowDataset(Dataset):
         self.videos, self.window, self.use_flow, self.augment = videos, window, use_flow, augment
         self.stride, self.frame_diffs = stride, tuple(int(step) for step in frame_diffs)
         self.time_scale = None if time_scale is None else tuple(map(float, time_scale))
+        self.rest_span = int(rest_span)
         self.items = [
             (v, start) for v, info in enumerate(videos)
             for start in window_starts(info.n_frames, window, stride)
         ]  # fmt: skip
         self.rng = np.random.default_rng(seed)
         self._open: dict[int, cache.CachedVideo] = {}
+        self._rest: dict[int, RestFace] = {}
 
     def __len__(self) -> int:
         return len(self.items)
@@ -159,6 +166,9 @@ class WindowDataset(Dataset):
         for step in self.frame_diffs:
             earlier = np.maximum(_positions(start, steps - step, scale), 0)
             channels.append(frames - self._frames(video, earlier))
+        if self.rest_span:
+            distance = self._rest_face(v).distance(video.frames[positions], positions)
+            channels.append(_channels_first(distance))
         if self.use_flow:  # pixels per frame shown: a faster play moves further per frame
             flow = np.asarray(video.flow[positions], dtype=np.float32) * np.float32(scale)
             flow = np.clip(flow, -FLOW_CLIP, FLOW_CLIP)
@@ -169,7 +179,8 @@ class WindowDataset(Dataset):
         valid = x.shape[0]
         if valid < self.window:  # a video shorter than the window: its last face, held still
             held = x.new_zeros(self.window - valid, *x.shape[1:])  # no change, no flow
-            held[:, : frames.shape[1]] = x[-1, : frames.shape[1]]
+            for still in still_channels(frames.shape[1], self.frame_diffs, self.rest_span):
+                held[:, still] = x[-1, still]
             x = torch.cat([x, held])
         segments, labels = self._targets(v, start, scale)
         return {
@@ -181,11 +192,15 @@ class WindowDataset(Dataset):
             "valid": valid,
         }
 
+    def _rest_face(self, v: int) -> RestFace:
+        if v not in self._rest:  # once per video (and worker process)
+            self._rest[v] = RestFace(self._video(v).frames, self.rest_span)
+        return self._rest[v]
+
     @staticmethod
     def _frames(video: cache.CachedVideo, indices: np.ndarray) -> torch.Tensor:
         """(L, C, H, W) float frames in [0, 1] at these cached indices (consecutive or not)."""
-        frames = torch.from_numpy(np.asarray(video.frames[indices], dtype=np.float32) / 255.0)
-        return frames[:, None] if frames.ndim == 3 else frames.permute(0, 3, 1, 2)
+        return _channels_first(np.asarray(video.frames[indices], dtype=np.float32) / 255.0)
 
     def _shift(self, start: int, n_frames: int, span: int) -> int:
         """A start up to half a stride away, the `span` frames the window shows still inside
@@ -211,9 +226,15 @@ class WindowDataset(Dataset):
                 x[:, -2] *= -1
         gain = float(self.rng.uniform(0.9, 1.1))
         x[:, :colours] = (x[:, :colours] * gain).clamp(0, 1)
-        for channels in diff_channels(colours, self.frame_diffs):
-            x[:, channels] *= gain
+        changes = len(change_channels(colours, self.frame_diffs, self.rest_span))
+        x[:, colours : colours * (1 + changes)] *= gain  # differences, distance from the rest
         return x
+
+
+def _channels_first(frames: np.ndarray) -> torch.Tensor:
+    """(L, H, W[, C]) → (L, C, H, W) float32."""
+    frames = torch.from_numpy(np.asarray(frames, dtype=np.float32))
+    return frames[:, None] if frames.ndim == 3 else frames.permute(0, 3, 1, 2)
 
 
 def _positions(start: int, steps: np.ndarray, scale: float) -> np.ndarray:
@@ -234,14 +255,32 @@ def input_settings(data) -> dict:
         "stride": int(data.stride),
         "use_flow": bool(data.use_flow),
         "frame_diffs": [int(step) for step in data.frame_diffs],
+        "rest_span": int(data.rest_span),
         "trained_on": str(data.name),
     }
 
 
-def diff_channels(colours: int, frame_diffs: Sequence[int]) -> list[list[int]]:
-    """The input channels of each frame difference, in WindowDataset's layout (the frame's
-    `colours` channels first, then each difference's, then the flow)."""
-    return [list(range(colours * (1 + j), colours * (2 + j))) for j in range(len(frame_diffs))]
+def change_channels(
+    colours: int, frame_diffs: Sequence[int], rest_span: int = 0
+) -> list[list[int]]:
+    """The input channels of each frame difference, then of the distance from the face at rest,
+    in WindowDataset's layout (the frame's `colours` channels first, then these, then the flow):
+    what changes with the face."""
+    groups = len(frame_diffs) + bool(rest_span)
+    return [list(range(colours * (1 + j), colours * (2 + j))) for j in range(groups)]
+
+
+def still_channels(colours: int, frame_diffs: Sequence[int], rest_span: int = 0) -> list[list[int]]:
+    """The channels that stay as they are while the face holds still: the frame's and its
+    distance from the face at rest (differences and flow fall to 0)."""
+    rest = change_channels(colours, frame_diffs, rest_span)[len(frame_diffs) :]
+    return [list(range(colours)), *rest]
+
+
+def input_channels(colours: int, inputs: dict) -> int:
+    """How many channels a window of these `input_settings` has per frame."""
+    changes = change_channels(colours, inputs["frame_diffs"], inputs.get("rest_span", 0))
+    return colours * (1 + len(changes)) + (2 if inputs["use_flow"] else 0)
 
 
 def collate(items: list[dict]) -> dict:
@@ -271,6 +310,7 @@ class SpottingDataModule(pl.LightningDataModule):
         positive_fraction: float | None = 0.5,
         augment: bool = True,
         frame_diffs: Sequence[int] = (),
+        rest_span: int = 0,
         time_scale: Sequence[float] | None = None,
         seed: int = 0,
     ):
@@ -290,7 +330,7 @@ class SpottingDataModule(pl.LightningDataModule):
         self.datasets = {
             split: WindowDataset(videos, hp.window, hp.stride, hp.use_flow,
                                  augment=hp.augment and split == "train", seed=hp.seed,
-                                 frame_diffs=hp.frame_diffs,
+                                 frame_diffs=hp.frame_diffs, rest_span=hp.rest_span,
                                  time_scale=hp.time_scale if split == "train" else None)
             for split, videos in self.videos.items()
         }  # fmt: skip
