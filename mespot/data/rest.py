@@ -7,9 +7,9 @@ stands in for it, with nothing annotated and nothing learned (experiments/bench/
 tenth and eleventh rounds). Each frame's mean brightness is taken out first: a room's light
 drifts.
 
-The median is taken every `span // 4` frames over the `span` frames around (every few frames of
-them: a median of ~75 frames is as good as one of all), once per video, and interpolated in
-between, so a slow drift of pose or light moves the face at rest with it.
+The median is taken every `span // 4` frames over the `span` frames around (every few of them,
+about 75 per median, to keep it cheap), once per video, and interpolated in between, so a slow
+drift of pose or light moves the face at rest with it.
 """
 
 from __future__ import annotations

@@ -42,7 +42,9 @@ class MotionEnergy(nn.Module):
     def __init__(self, channels: Sequence[Sequence[int]], grid: int) -> None:
         super().__init__()
         if not channels:
-            raise UserError("model.motion_grid needs frame differences: set data.frame_diffs")
+            raise UserError(
+                "model.motion_grid needs what changes: set data.frame_diffs or data.rest_span"
+            )
         if grid < 1:
             raise UserError(f"model.motion_grid={grid} must be at least 1 (0 turns it off)")
         self.channels = [list(c) for c in channels]
