@@ -161,14 +161,14 @@ class WindowDataset(Dataset):
         positions = _positions(start, steps, scale)
         steps = steps[positions < n_frames]
         positions = positions[: len(steps)]
-        frames = self._frames(video, positions)
+        shown = np.asarray(video.frames[positions])  # read once: the frame, and its distance
+        frames = _channels_first(shown / np.float32(255.0))
         channels = [frames]
         for step in self.frame_diffs:
             earlier = np.maximum(_positions(start, steps - step, scale), 0)
             channels.append(frames - self._frames(video, earlier))
         if self.rest_span:
-            distance = self._rest_face(v).distance(video.frames[positions], positions)
-            channels.append(_channels_first(distance))
+            channels.append(_channels_first(self._rest_face(v).distance(shown, positions)))
         if self.use_flow:  # pixels per frame shown: a faster play moves further per frame
             flow = np.asarray(video.flow[positions], dtype=np.float32) * np.float32(scale)
             flow = np.clip(flow, -FLOW_CLIP, FLOW_CLIP)
