@@ -34,3 +34,26 @@ class BestCheckpoint(ModelCheckpoint):
         # the one test both of ModelCheckpoint's saving hooks (train epoch / validation end) ask
         early = trainer.current_epoch < self.first_epoch
         return early or super()._should_skip_saving_checkpoint(trainer)
+
+
+class ValidateFrom(pl.Callback):
+    """Validate only from `first_epoch` on: the epochs before it can never be kept (BestCheckpoint),
+    and each validation picks its own thresholds, so validating them changes nothing but the
+    logged curves, and costs time (a quarter of a benchmark fold: accuracy_log.md, twelfth
+    round). Those epochs write no last.ckpt either (it is saved after validation), so a run
+    stopped in them resumes from its start.
+    """
+
+    def __init__(self, first_epoch: int = 0):
+        self.first_epoch = first_epoch
+        self.every = 1
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.every = trainer.check_val_every_n_epoch
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.every is None:  # validation every N batches, not per epoch: left as it is
+            return
+        epoch = trainer.current_epoch
+        # Lightning validates after epoch e when (e + 1) % check_val_every_n_epoch == 0
+        trainer.check_val_every_n_epoch = self.every if epoch >= self.first_epoch else epoch + 2
