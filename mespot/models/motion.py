@@ -58,7 +58,8 @@ class MotionEnergy(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, length = x.shape[:2]
         changes = x.index_select(2, self.index).abs_()
-        changes = changes.unflatten(2, (len(self.channels), -1)).mean(dim=3)
+        if changes.shape[2] > len(self.channels):  # colour: each difference's channels averaged
+            changes = changes.unflatten(2, (len(self.channels), -1)).mean(dim=3)
         blocks = _block_means(changes.flatten(0, 1), self.grid).view(batch, length, -1)
         usual = blocks.median(dim=1, keepdim=True).values
         spread = (blocks - usual).abs().median(dim=1, keepdim=True).values * 1.4826
