@@ -145,11 +145,17 @@ def block_values(current: Tensor, tail: Tensor, grid: int, top_pixels: float) ->
     bins = ((angle + math.pi) / (2 * math.pi / DIRECTIONS)).floor().long() % DIRECTIONS
     main = F.one_hot(bins, DIRECTIONS).sum(dim=-2).argmax(dim=-1)
     pixels = bins == main[..., None]
-    difference = cur.norm(dim=-2) - tl.norm(dim=-2)
+    difference = _length(cur) - _length(tl)
     ranked = difference.masked_fill(~pixels, -math.inf).sort(dim=-1, descending=True).values
     ranked = ranked.masked_fill(ranked == -math.inf, 0.0)
     n = (pixels.sum(dim=-1) * top_pixels).round().clamp(min=1).long()
     return ranked.cumsum(dim=-1).gather(-1, (n - 1)[..., None]).squeeze(-1) / n
+
+
+def _length(blocks: Tensor) -> Tensor:
+    """|displacement| of (…, 2, P) blocks. hypot, not norm(dim=-2): on these strided views the
+    norm took two thirds of the baseline's time (50× slower)."""
+    return torch.hypot(blocks[..., 0, :], blocks[..., 1, :])
 
 
 def mdmd_contrast(cum: Tensor, k: int, grid: int, top_pixels: float, top_blocks: float) -> Tensor:
