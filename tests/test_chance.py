@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mespot.bench.chance import best_grid, grid, loso_chance, spans
+from mespot.bench.chance import best_grid, grid, grid_counts, loso_chance, spans
 from mespot.data.frames import FrameList
 from mespot.data.tables import INTERVAL_COLUMNS, Annotations
 from mespot.metrics import evaluate
@@ -34,7 +34,7 @@ def test_grid_tiles_each_video_from_its_first_frame():
 
 def test_a_periodic_dataset_is_found_by_its_grid():
     a = annotations({"a": 80})
-    length, step = best_grid(a.intervals, spans(a), "mae")
+    length, step = best_grid(grid_counts(a.intervals, spans(a), "mae"))
     found = evaluate(grid(spans(a), "mae", length, step), a.intervals[a.intervals.type == "mae"])
     assert step == 80 and found.counts["mae"].f1 == 1.0
 
@@ -45,7 +45,7 @@ def test_each_fold_picks_its_grid_on_the_other_subjects():
     a = annotations({"a": 80, "b": 80, "c": 120})
     result = loso_chance(a)
     ab = {key: span for key, span in spans(a).items() if key[0] != "c"}
-    assert result["grids"]["c"]["mae"] == best_grid(a.intervals, ab, "mae")
+    assert result["grids"]["c"]["mae"] == best_grid(grid_counts(a.intervals, ab, "mae"))
     assert result["grids"]["c"]["mae"][1] == 80
     per_type = result["mae"]
     assert per_type["n_gt"] == 7 + 7 + 5 and per_type["tp"] < per_type["n_gt"]

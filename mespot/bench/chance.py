@@ -41,30 +41,46 @@ def _within(truth: pd.DataFrame, spans: Spans) -> pd.DataFrame:
     return truth[[key in spans for key in zip(truth["subject"], truth["video"], strict=True)]]
 
 
-def _counts(truth: pd.DataFrame, spans: Spans, kind: str, length: int, step: int) -> Counts:
-    """Counts of one grid; `truth` holds the videos of `spans` only."""
-    return evaluate(grid(spans, kind, length, step), truth, videos=list(spans)).counts[kind]
-
-
-def best_grid(truth: pd.DataFrame, spans: Spans, kind: str) -> tuple[int, int]:
-    """The (length, step) with the highest F1 for `kind` on the videos of `spans`."""
+def grid_counts(truth: pd.DataFrame, spans: Spans, kind: str) -> dict[tuple[int, int], Counts]:
+    """Counts of `kind` for every candidate (length, step) on the videos of `spans`."""
     truth = _within(truth, spans)
-    candidates = [(length, step) for length in LENGTHS[kind] for step in STEPS[kind]]
-    return max(candidates, key=lambda c: _counts(truth, spans, kind, *c).f1)
+    counts = {}
+    for length in LENGTHS[kind]:
+        for step in STEPS[kind]:
+            found = evaluate(grid(spans, kind, length, step), truth, videos=list(spans))
+            counts[length, step] = found.counts[kind]
+    return counts
+
+
+def best_grid(counts: dict[tuple[int, int], Counts]) -> tuple[int, int]:
+    """The (length, step) with the highest F1 (the first of equals, in candidate order)."""
+    return max(counts, key=lambda candidate: counts[candidate].f1)
 
 
 def loso_chance(annotations: Annotations) -> dict:
     """Counts summed over leave-one-subject-out folds, each fold's grid chosen on the others:
-    {"mae", "me", "overall": Counts.as_dict(), "grids": {subject: {type: [length, step]}}}."""
+    {"mae", "me", "overall": Counts.as_dict(), "grids": {subject: {type: [length, step]}}}.
+
+    Every grid is scored once per subject; a fold's choice sums the other subjects' counts
+    (matching is per video, so that is what scoring their videos together gives)."""
     truth, every = annotations.intervals, spans(annotations)
+    subjects = sorted({s for s, _ in every})
+    scored = {
+        subject: {
+            kind: grid_counts(truth, {k: v for k, v in every.items() if k[0] == subject}, kind)
+            for kind in TYPES
+        }
+        for subject in subjects
+    }
     totals = {kind: Counts() for kind in TYPES}
     grids = {}
-    for subject in sorted({s for s, _ in every}):
-        test = {key: span for key, span in every.items() if key[0] == subject}
-        others = {key: span for key, span in every.items() if key[0] != subject}
-        grids[subject] = {kind: best_grid(truth, others, kind) for kind in TYPES}
+    for subject in subjects:
+        grids[subject] = {}
         for kind in TYPES:
-            totals[kind] += _counts(_within(truth, test), test, kind, *grids[subject][kind])
+            others = [scored[s][kind] for s in subjects if s != subject]
+            pooled = {c: sum((o[c] for o in others), Counts()) for c in others[0]}
+            grids[subject][kind] = best_grid(pooled)
+            totals[kind] += scored[subject][kind][grids[subject][kind]]
     overall = totals["mae"] + totals["me"]
     return {**{k: c.as_dict() for k, c in totals.items()}, "overall": overall.as_dict(),
             "grids": grids}  # fmt: skip
