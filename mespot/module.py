@@ -23,7 +23,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 import mespot
-from mespot.data.datamodule import change_channels
+from mespot.data.datamodule import change_channels, mirror
 from mespot.errors import UserError
 from mespot.files import atomic_write_json, atomic_write_text
 from mespot.intervals import TYPES
@@ -158,6 +158,7 @@ class SpotterModule(IntervalSpotter):
         motion_grid: int = 0,  # blocks per side of the motion-energy features; 0: none
         backbone_warmup: int = 0,  # epochs on the motion features alone (needs motion_grid)
         freeze_after_warmup: bool = False,  # then train only the backbone and its gate
+        mirror_eval: bool = False,  # evaluation averages each window with its mirror image
         preprocessing: Mapping | None = None,  # the cache Settings it trains on (mespot-spot)
         inputs: Mapping | None = None,  # window, stride, use_flow, frame_diffs, rest_span: how fed
     ):
@@ -192,9 +193,24 @@ class SpotterModule(IntervalSpotter):
         self.head = SpottingHead(self.neck.out_dim, strides=self.neck.strides, **head)
         self.loss = SpottingLoss(**(loss or {}))
         self.decoding = dict(decoding or {})
+        if mirror_eval and "use_flow" not in (inputs or {}):
+            raise UserError("model.mirror_eval needs inputs.use_flow: whether the flow is fed")
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(B, L, C, H, W) → class logits (B, P, 2), distances (B, P, 2), points (P, 4)."""
+        """(B, L, C, H, W) → class logits (B, P, 2), distances (B, P, 2), points (P, 4).
+
+        With `mirror_eval`, outside training the window's logits and distances are averaged
+        with those of its mirror image (the flip training draws half the time): a second look
+        at the same face, so that validation, test and mespot-spot rank candidates by what
+        both agree on (accuracy_log.md, thirteenth round).
+        """
+        logits, offsets, points = self._spot(x)
+        if self.hparams.mirror_eval and not self.training:
+            mirrored, mirrored_offsets, _ = self._spot(mirror(x, self.hparams.inputs["use_flow"]))
+            logits, offsets = (logits + mirrored) / 2, (offsets + mirrored_offsets) / 2
+        return logits, offsets, points
+
+    def _spot(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         frames = self._backbone_features(x)
         # mixed precision pays off in the per-frame backbone; the temporal part is cheap, and
         # scores in full precision keep candidates from tying

@@ -221,14 +221,21 @@ class WindowDataset(Dataset):
         """A mirrored face (flow's horizontal component changes sign) and a lighting change
         (the frame's `colours` channels and their differences scale with the light)."""
         if self.rng.random() < 0.5:
-            x = x.flip(-1)
-            if self.use_flow:
-                x[:, -2] *= -1
+            x = mirror(x, self.use_flow)
         gain = float(self.rng.uniform(0.9, 1.1))
         x[:, :colours] = (x[:, :colours] * gain).clamp(0, 1)
         changes = len(change_channels(colours, self.frame_diffs, self.rest_span))
         x[:, colours : colours * (1 + changes)] *= gain  # differences, distance from the rest
         return x
+
+
+def mirror(x: torch.Tensor, use_flow: bool) -> torch.Tensor:
+    """(…, C, H, W) inputs of the face seen in a mirror: every channel flipped left to right and,
+    with flow (the last two channels, x then y), its horizontal component negated."""
+    x = x.flip(-1)
+    if use_flow:
+        x[..., -2, :, :] *= -1
+    return x
 
 
 def _channels_first(frames: np.ndarray) -> torch.Tensor:
