@@ -37,7 +37,7 @@ bench: install
 
 # Accuracy, kept out of `make bench`: a seeded mock CAS(ME)² (6 subjects, made once in data/bench/)
 # → every LOSO fold of the baseline and of VoVNet ± flow, ResNet and DenseNet at CPU sizes → the
-# Table-4-style table in experiments/bench/accuracy.{json,md}; ~32 min on 2 cores
+# Table-4-style table in experiments/bench/accuracy.{json,md}; ~29 min on 2 cores
 # (conf/experiment/bench_accuracy.yaml; the sweeps stay in data/bench/runs/).
 bench-accuracy: install
 	$(BIN)/python -m mespot.bench.accuracy
