@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from mespot.errors import UserError
+from mespot.files import atomic_write_json
 
 
 class BestCheckpoint(ModelCheckpoint):
@@ -57,3 +62,99 @@ class ValidateFrom(pl.Callback):
         epoch = trainer.current_epoch
         # Lightning validates after epoch e when (e + 1) % check_val_every_n_epoch == 0
         trainer.check_val_every_n_epoch = self.every if epoch >= self.first_epoch else epoch + 2
+
+
+class Throughput(pl.Callback):
+    """How fast a fold trains and evaluates, and whether the device waits for data: written to
+    `throughput.json` in the run folder after fitting and again after testing.
+
+    Training time splits into waiting (from the end of one step to the start of the next: the
+    loader's batch and its transfer) and stepping (forward, loss, backward, optimiser; on a GPU
+    synchronised at the step's end, so queued work counts where it runs). frames = windows ×
+    window. Peak memory is the CUDA allocator's high-water mark of this process. Switch it on
+    with `+callbacks.throughput._target_=mespot.callbacks.Throughput`.
+    """
+
+    def __init__(self, filename: str = "throughput.json"):
+        self.filename = filename
+        self.stats = {split: {"frames": 0, "seconds": 0.0, "batches": 0}
+                      for split in ("train", "val", "test")}  # fmt: skip
+        self.stats["train"]["wait_seconds"] = 0.0
+        self._mark = 0.0
+
+    def _now(self, module: pl.LightningModule) -> float:
+        if module.device.type == "cuda":
+            torch.cuda.synchronize(module.device)
+        return time.perf_counter()
+
+    def _add(self, split: str, batch: dict, seconds: float) -> None:
+        stats = self.stats[split]
+        stats["frames"] += int(batch["x"].shape[0] * batch["x"].shape[1])
+        stats["seconds"] += seconds
+        stats["batches"] += 1
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._mark = self._now(pl_module)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        now = self._now(pl_module)
+        self.stats["train"]["wait_seconds"] += now - self._mark
+        self._mark = now
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        now = self._now(pl_module)
+        self._add("train", batch, now - self._mark)
+        self._mark = now
+
+    def _eval_start(self, pl_module) -> None:
+        self._eval_mark = self._now(pl_module)
+
+    def _eval_end(self, split: str, pl_module, batch) -> None:
+        now = self._now(pl_module)
+        self._add(split, batch, now - self._eval_mark)
+        self._eval_mark = now
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self._eval_start(pl_module)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx,
+                                dataloader_idx=0) -> None:  # fmt: skip
+        if not trainer.sanity_checking:
+            self._eval_end("val", pl_module, batch)
+
+    def on_test_epoch_start(self, trainer, pl_module) -> None:
+        self._eval_start(pl_module)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx,
+                          dataloader_idx=0) -> None:  # fmt: skip
+        self._eval_end("test", pl_module, batch)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self._write(trainer, pl_module)
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        self._write(trainer, pl_module)
+
+    def summary(self, pl_module: pl.LightningModule | None = None) -> dict:
+        """Frames/s per split, the training's waiting share, the peak memory."""
+        out: dict = {}
+        for split, stats in self.stats.items():
+            rate = stats["frames"] / stats["seconds"] if stats["seconds"] > 0 else None
+            out[split] = {**stats, "frames_per_s": rate}
+        train = self.stats["train"]
+        busy = train["seconds"] + train["wait_seconds"]
+        out["train"]["wait_share"] = train["wait_seconds"] / busy if busy > 0 else None
+        cuda = pl_module is not None and pl_module.device.type == "cuda"
+        out["device"] = str(pl_module.device) if pl_module is not None else None
+        out["peak_gpu_memory_mb"] = (
+            torch.cuda.max_memory_allocated(pl_module.device) / 2**20 if cuda else None
+        )
+        out["peak_gpu_reserved_mb"] = (  # what the allocator held: the process's real footprint
+            torch.cuda.max_memory_reserved(pl_module.device) / 2**20 if cuda else None
+        )
+        return out
+
+    def _write(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            path = Path(trainer.default_root_dir) / self.filename
+            atomic_write_json(path, self.summary(pl_module))

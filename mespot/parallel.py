@@ -11,6 +11,8 @@ from pathlib import Path
 
 import cv2
 
+from mespot.errors import UserError
+
 # Fresh interpreters: a child forked while the parent's OpenCV thread pool runs can deadlock.
 _SPAWN = multiprocessing.get_context("spawn")
 
@@ -42,19 +44,25 @@ def fold_threads(launcher) -> int:
 _claimed: tuple[int, object] | None = None  # (GPU, its open lock file) of this process
 
 
-def claim_gpu(folder: Path, count: int) -> int:
-    """A GPU no other fold holds: the first of `count` whose lock file in `folder` is free.
+def claim_gpu(folder: Path, count: int, per_gpu: int = 1) -> int:
+    """A GPU with a free fold slot: `per_gpu` slots on each of `count` GPUs, one lock file each
+    in `folder`, filled one per GPU before any GPU takes a second fold.
 
-    A launcher's worker process keeps its GPU for every fold it runs, so N workers on N GPUs
-    never share one; the lock dies with the process, whatever kills it."""
+    A launcher's worker process keeps its slot for every fold it runs, so N workers on N GPUs
+    never share one at per_gpu=1; a fold too small to keep a GPU busy can share it with others
+    (folds_per_gpu). The lock dies with the process, whatever kills it."""
     global _claimed
     if count < 2:
         return 0
+    if per_gpu < 1:
+        raise UserError(f"folds_per_gpu={per_gpu}: give at least 1")
     if _claimed is None:
         folder.mkdir(parents=True, exist_ok=True)
+        slots = [(index, slot) for slot in range(per_gpu) for index in range(count)]
         while _claimed is None:
-            for index in range(count):
-                handle = open(folder / f".gpu{index}.lock", "w")  # noqa: SIM115 (held open)
+            for index, slot in slots:
+                name = f".gpu{index}.lock" if slot == 0 else f".gpu{index}.{slot}.lock"
+                handle = open(folder / name, "w")  # noqa: SIM115 (held open)
                 try:
                     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
@@ -63,5 +71,5 @@ def claim_gpu(folder: Path, count: int) -> int:
                 _claimed = (index, handle)
                 break
             else:
-                time.sleep(1.0)  # more folds than GPUs: wait for one to finish
+                time.sleep(1.0)  # more folds than slots: wait for one to finish
     return _claimed[0]

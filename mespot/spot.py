@@ -196,9 +196,11 @@ def spot(
     fps: float | None = None,
     batch_size: int = 4,
     progress: bool = True,
+    device: str = "auto",
 ) -> SpotResult:
-    """Spot every expression in a recording; writes nothing but the cache folder in `out`."""
-    model = load_spotter(ckpt)
+    """Spot every expression in a recording; writes nothing but the cache folder in `out`.
+    The model runs on `device` (auto: a CUDA GPU when torch sees one, else the CPU)."""
+    model = load_spotter(ckpt).to(_device(device))
     settings = Settings(**model.hparams.preprocessing)
     recording = open_recording(video, fps)
     with Progress(*progress_columns(), disable=not progress) as bar:
@@ -210,6 +212,16 @@ def spot(
     predictions = apply_threshold(predictions, thresholds)
     return SpotResult(recording, info, intervals_table(predictions, recording), frame_scores,
                       thresholds)  # fmt: skip
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda"):
+        raise UserError(f"device={name!r}; use auto, cpu or cuda")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device=cuda, but torch sees no CUDA GPU; use device=auto or cpu")
+    return torch.device(name)
 
 
 def intervals_table(predictions: pd.DataFrame, recording: Recording) -> pd.DataFrame:

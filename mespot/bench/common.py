@@ -19,7 +19,8 @@ DEFAULT_OUT = REPO / "experiments" / "bench"
 
 
 def git_commit() -> str:
-    """The checked-out commit, short; "unknown" outside a git checkout."""
+    """The checked-out commit, short. Outside a git checkout (a copy of the tree sent to another
+    machine): $MESPOT_COMMIT when set, else "unknown"."""
     try:
         done = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
@@ -31,7 +32,7 @@ def git_commit() -> str:
         )
         return done.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return os.environ.get("MESPOT_COMMIT", "unknown")
 
 
 def cpu_model() -> str:

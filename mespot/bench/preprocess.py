@@ -42,7 +42,7 @@ from mespot.bench.common import (
     run,
     write_report,
 )
-from mespot.data.flow import FlowFn, make_flow
+from mespot.data.flow import Flow, make_flow
 from mespot.data.render import Nuisance, face_box, render_video, sample_appearance
 
 SIZE = 128  # the cache's crop size
@@ -337,7 +337,7 @@ def one_core_rate(
 
 
 _WORKER_PAIRS: list[Pair] = []
-_WORKER_FLOWS: dict[FlowSetting, FlowFn] = {}
+_WORKER_FLOWS: dict[FlowSetting, Flow] = {}
 
 
 def _worker_init(pairs: list[Pair]) -> None:

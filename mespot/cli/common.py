@@ -79,4 +79,5 @@ def preprocessing_settings(node) -> Settings:
         flow_method=node.flow.method,
         flow_params=OmegaConf.to_container(node.flow.params),
         flow_step=node.flow.step,
+        flow_device=node.flow.device,
     )

@@ -21,7 +21,7 @@ def main(cfg: DictConfig) -> None:
     out = Path(cfg.out) if cfg.out else Path("spots") / video.stem
     ground_truth = read_intervals(cfg.ground_truth, keyed=False) if cfg.ground_truth else None
     result = spot(video, cfg.ckpt, out, fps=cfg.fps, batch_size=cfg.batch_size,
-                  progress=cfg.progress)  # fmt: skip
+                  progress=cfg.progress, device=cfg.device)  # fmt: skip
     table = result.intervals
     atomic_write_text(out / "intervals.csv", table.to_csv(index=False))
     atomic_write_json(out / "intervals.json", {

@@ -121,7 +121,8 @@ def _prepare(cfg: DictConfig, multirun: bool) -> None:
     with open_dict(cfg):
         if multirun and cfg.trainer.accelerator in ("gpu", "cuda") and cfg.trainer.devices == 1:
             sweep = Path(HydraConfig.get().sweep.dir)
-            cfg.trainer.devices = [claim_gpu(sweep, torch.cuda.device_count())]
+            gpus = torch.cuda.device_count()
+            cfg.trainer.devices = [claim_gpu(sweep, gpus, cfg.folds_per_gpu)]
         wandb = (cfg.get("logger") or {}).get("wandb")
         if wandb is not None and wandb.group is None:
             wandb.group = tracking.default_group(cfg.name)

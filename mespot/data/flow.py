@@ -1,7 +1,11 @@
-"""Optical flow between two grey frames: TV-L1 (the paper's), DIS and Farnebäck from OpenCV.
+"""Optical flow between grey frames: TV-L1 (the paper's), DIS and Farnebäck from OpenCV, and the
+same TV-L1 in torch (`tvl1_torch`, mespot/data/tvl1.py), which runs batched on a GPU.
 
 Sign convention (OpenCV's): flow(prev, next)[y, x] = (dx, dy) such that the content at (x, y) in
 `prev` is found at (x + dx, y + dy) in `next`. A face moving right gives positive dx.
+
+A `Flow` takes a stack of pairs at once (`pairs`), the only way a GPU pays off; OpenCV's methods
+go through the stack one pair at a time.
 """
 
 from __future__ import annotations
@@ -12,8 +16,6 @@ import cv2
 import numpy as np
 
 from mespot.errors import UserError
-
-FlowFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 # Our parameter names → OpenCV's keyword arguments (note OpenCV's spelling `innnerIterations`).
 _TVL1_KEYWORDS = {
@@ -42,31 +44,89 @@ _FARNEBACK_DEFAULTS = {
     "poly_n": 5,
     "poly_sigma": 1.2,
 }
-METHODS = ("tvl1", "dis", "farneback")
+METHODS = ("tvl1", "tvl1_torch", "dis", "farneback")
+DEVICES = ("auto", "cpu", "cuda")
+PairFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
-def make_flow(method: str, params: Mapping | None = None) -> FlowFn:
-    """A function (prev, next) → (H, W, 2) float32 flow, for uint8 grey frames of equal size."""
+class Flow:
+    """Flow of frame pairs: `flow(prev, next)` for one pair of (H, W) uint8 frames,
+    `flow.pairs(prevs, nexts)` for (N, H, W) stacks; both give float32 (…, H, W, 2)."""
+
+    def __init__(self, pair: PairFn | None = None, pairs: PairFn | None = None):
+        self._pair, self._pairs = pair, pairs
+
+    def __call__(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
+        if self._pair is not None:
+            return self._pair(prev, nxt)
+        return self._pairs(prev[None], nxt[None])[0]
+
+    def pairs(self, prevs: np.ndarray, nexts: np.ndarray) -> np.ndarray:
+        if self._pairs is not None:
+            return self._pairs(prevs, nexts)
+        if len(prevs) == 0:
+            return np.zeros((0, *np.shape(prevs)[1:], 2), dtype=np.float32)
+        return np.stack([self._pair(a, b) for a, b in zip(prevs, nexts, strict=True)])
+
+
+def make_flow(method: str, params: Mapping | None = None, device: str = "auto") -> Flow:
+    """The flow of `method` with its settings; `device` places tvl1_torch (auto: the GPU when
+    torch sees one). OpenCV's methods run on the CPU and take only device=auto or cpu."""
     params = dict(params or {})
+    if device not in DEVICES:
+        raise UserError(f"flow.device={device!r}; use one of {', '.join(DEVICES)}")
+    if method != "tvl1_torch" and device == "cuda":
+        raise UserError(f"flow.device=cuda needs flow.method=tvl1_torch (not {method})")
     if method == "tvl1":
-        unknown = set(params) - set(_TVL1_KEYWORDS)
-        _no_unknown(method, unknown, _TVL1_KEYWORDS)
+        _no_unknown(method, set(params) - set(_TVL1_KEYWORDS), _TVL1_KEYWORDS)
+        if not hasattr(cv2, "optflow"):
+            raise UserError(
+                f"flow.method=tvl1 needs OpenCV's contrib build (cv2 {cv2.__version__} has no "
+                "cv2.optflow): pip install opencv-contrib-python-headless, or use "
+                "flow.method=tvl1_torch"
+            )
         tvl1 = cv2.optflow.DualTVL1OpticalFlow_create(
             **{_TVL1_KEYWORDS[k]: v for k, v in params.items()}
         )
-        return lambda prev, nxt: tvl1.calc(prev, nxt, None)
+        return Flow(pair=lambda prev, nxt: tvl1.calc(prev, nxt, None))
+    if method == "tvl1_torch":
+        return _torch_tvl1(params, device)
     if method == "dis":
         _no_unknown(method, set(params) - {"preset"}, {"preset": None})
         preset = params.get("preset", "medium")
         if preset not in _DIS_PRESETS:
             raise UserError(f"flow.dis.preset={preset!r}; use one of {', '.join(_DIS_PRESETS)}")
         dis = cv2.DISOpticalFlow_create(_DIS_PRESETS[preset])
-        return lambda prev, nxt: dis.calc(prev, nxt, None)
+        return Flow(pair=lambda prev, nxt: dis.calc(prev, nxt, None))
     if method == "farneback":
         _no_unknown(method, set(params) - set(_FARNEBACK_DEFAULTS), _FARNEBACK_DEFAULTS)
         settings = {**_FARNEBACK_DEFAULTS, **params}
-        return lambda prev, nxt: cv2.calcOpticalFlowFarneback(prev, nxt, None, flags=0, **settings)
+        return Flow(
+            pair=lambda prev, nxt: cv2.calcOpticalFlowFarneback(
+                prev, nxt, None, flags=0, **settings
+            )
+        )
     raise UserError(f"flow.method={method!r} is not known; use one of {', '.join(METHODS)}")
+
+
+def _torch_tvl1(params: dict, device: str) -> Flow:
+    import torch  # only here: OpenCV's methods keep preprocessing free of torch
+
+    from mespot.data.tvl1 import check_params, tvl1_flow
+
+    check_params(params)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device == "cuda" and not torch.cuda.is_available():
+        raise UserError("flow.device=cuda, but torch sees no CUDA GPU; use flow.device=auto")
+    where = torch.device(device)
+
+    def pairs(prevs: np.ndarray, nexts: np.ndarray) -> np.ndarray:
+        prev = torch.from_numpy(np.ascontiguousarray(prevs)).to(where)
+        nxt = torch.from_numpy(np.ascontiguousarray(nexts)).to(where)
+        return tvl1_flow(prev, nxt, params).cpu().numpy()
+
+    return Flow(pairs=pairs)
 
 
 def _no_unknown(method: str, unknown: set, known: Mapping) -> None:

@@ -33,6 +33,7 @@ from mespot.parallel import video_pool
 log = logging.getLogger(__name__)
 
 COLOURS = ("grey", "rgb")
+FLOW_BATCH = 128  # frame pairs per flow call: what a GPU needs to be busy, little memory anywhere
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class Settings:
     flow_method: str = "tvl1"
     flow_params: dict = field(default_factory=dict)
     flow_step: int = 1  # flow of frame t is computed from frame t - flow_step to t
+    flow_device: str = "auto"  # where tvl1_torch runs; not in the key: it changes no array
 
     def __post_init__(self):
         checks = [
@@ -67,7 +69,8 @@ class Settings:
         for ok, message in checks:
             if not ok:
                 raise UserError(message)
-        make_flow(self.flow_method, self.flow_params)  # fails early on unknown flow settings
+        # fails early on unknown flow settings
+        make_flow(self.flow_method, self.flow_params, self.flow_device)
 
     def key(self, dataset: str, root: Path) -> dict:
         """What the cache folder's name hashes: these settings, the data, OpenCV's version."""
@@ -76,7 +79,7 @@ class Settings:
             "dataset": dataset,
             "root": str(root.resolve()),
             "opencv": cv2.__version__,
-            **asdict(self),
+            **{k: v for k, v in asdict(self).items() if k != "flow_device"},
         }
 
 
@@ -281,12 +284,22 @@ def encode_video(source, settings: Settings, out: Path, meta: dict, on_frame=Non
         log.warning("%s/%s: no face found, using the centre crop", meta["subject"], meta["video"])
     t_face = time.perf_counter() - t0
 
-    flow = make_flow(settings.flow_method, settings.flow_params)
+    flow = make_flow(settings.flow_method, settings.flow_params, settings.flow_device)
     shape = (settings.size, settings.size) + ((3,) if settings.colour == "rgb" else ())
     writer = cache.VideoWriter(out, n, shape)
     previous: deque[np.ndarray] = deque(maxlen=settings.flow_step)
+    pairs: list[tuple[np.ndarray, np.ndarray]] = []  # (frame t - flow_step, frame t) to flow
     aligner = None
     t_flow = 0.0
+
+    def flow_pairs(end: int) -> float:
+        """The flow of the pairs gathered so far (frames up to `end`), written; its seconds."""
+        t1 = time.perf_counter()
+        references, frames = (np.stack(side) for side in zip(*pairs, strict=True))
+        writer.flow[end - len(pairs) : end] = flow.pairs(references, frames)
+        pairs.clear()
+        return time.perf_counter() - t1
+
     for t, image in enumerate(source.read(range(n), grey=settings.colour == "grey")):
         if image.shape[:2] != (height, width):
             raise UserError(
@@ -300,14 +313,15 @@ def encode_video(source, settings: Settings, out: Path, meta: dict, on_frame=Non
         face_crop = crop(image, box, settings.size)
         grey = face_crop if face_crop.ndim == 2 else cv2.cvtColor(face_crop, cv2.COLOR_RGB2GRAY)
         # frame t - flow_step; the first frames, which have none, take frame 0 (frame 0: zero flow)
-        reference = previous[0] if previous else grey
-        t1 = time.perf_counter()
-        writer.flow[t] = flow(reference, grey)
-        t_flow += time.perf_counter() - t1
+        pairs.append((previous[0] if previous else grey, grey))
+        if len(pairs) == FLOW_BATCH:
+            t_flow += flow_pairs(t + 1)
         writer.frames[t] = face_crop
         previous.append(grey)
         if on_frame is not None:
             on_frame()
+    if pairs:
+        t_flow += flow_pairs(n)
     versions = {"mespot": mespot.__version__, "opencv": cv2.__version__, "numpy": np.__version__}
     meta = {
         **meta,
