@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -275,6 +275,12 @@ def face_detector() -> str:
         return "haar"
     except UserError:
         return "none"
+
+
+def _opencv_tvl1() -> bool:
+    import cv2
+
+    return hasattr(cv2, "optflow")
 
 
 def bench_flow(profile: Profile) -> dict:
@@ -854,7 +860,9 @@ def _run(profile: Profile, ws: Workspace, workers: int, result: dict, save) -> N
         return deadline - time.monotonic()
 
     detector = face_detector()
-    log(f"profile {profile.name}; face detector {detector}; flow")
+    if profile.flow == "tvl1" and not _opencv_tvl1():
+        profile = replace(profile, flow="tvl1_torch")  # this OpenCV has no contrib build
+    log(f"profile {profile.name}; face detector {detector}; flow {profile.flow}")
     result["flow"] = bench_flow(profile)
     save()
     data = result["data"] = {

@@ -26,9 +26,12 @@ HAAR_CASCADE = "haarcascade_frontalface_default.xml"
 
 
 @cache
-def _haar() -> cv2.CascadeClassifier:
-    classifier = cv2.CascadeClassifier(cv2.data.haarcascades + HAAR_CASCADE)
-    if classifier.empty():
+def _haar():
+    """OpenCV's bundled frontal-face cascade (OpenCV 5 has neither the cascades nor the class)."""
+    classifier = None
+    if hasattr(cv2, "CascadeClassifier") and hasattr(cv2, "data"):
+        classifier = cv2.CascadeClassifier(cv2.data.haarcascades + HAAR_CASCADE)
+    if classifier is None or classifier.empty():
         raise UserError(
             f"OpenCV {cv2.__version__} ships no {HAAR_CASCADE} (OpenCV 5 wheels have none): "
             "install opencv-contrib-python-headless<5, or set face.detector=none"
