@@ -70,9 +70,12 @@ class Throughput(pl.Callback):
 
     Training time splits into waiting (from the end of one step to the start of the next: the
     loader's batch and its transfer) and stepping (forward, loss, backward, optimiser; on a GPU
-    synchronised at the step's end, so queued work counts where it runs). frames = windows ×
-    window. Peak memory is the CUDA allocator's high-water mark of this process. Switch it on
-    with `+callbacks.throughput._target_=mespot.callbacks.Throughput`.
+    synchronised at the step's end, so queued work counts where it runs). Each epoch's wall
+    clock (its validation included) is kept too: the first carries one-off costs (loader
+    workers starting, cuDNN trying its algorithms per input shape), so a steady rate comes from
+    the later ones. frames = windows × window. Peak memory is this process's CUDA allocator's
+    high-water mark (allocated, and reserved: its real footprint). Switch it on with
+    `+callbacks.throughput._target_=mespot.callbacks.Throughput`.
     """
 
     def __init__(self, filename: str = "throughput.json"):
@@ -80,63 +83,67 @@ class Throughput(pl.Callback):
         self.stats = {split: {"frames": 0, "seconds": 0.0, "batches": 0}
                       for split in ("train", "val", "test")}  # fmt: skip
         self.stats["train"]["wait_seconds"] = 0.0
-        self._mark = 0.0
+        self.epoch_seconds: list[float] = []
+        self.device = torch.device("cpu")
+        self._mark = self._epoch_start = 0.0
 
-    def _now(self, module: pl.LightningModule) -> float:
-        if module.device.type == "cuda":
-            torch.cuda.synchronize(module.device)
+    def _now(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
         return time.perf_counter()
 
-    def _add(self, split: str, batch: dict, seconds: float) -> None:
+    def _step(self, split: str, batch: dict) -> None:
+        """One batch of `split` ends: its frames, and the time since the last mark."""
+        now = self._now()
         stats = self.stats[split]
         stats["frames"] += int(batch["x"].shape[0] * batch["x"].shape[1])
-        stats["seconds"] += seconds
+        stats["seconds"] += now - self._mark
         stats["batches"] += 1
+        self._mark = now
+
+    def _start(self, pl_module) -> None:
+        self.device = pl_module.device  # while the model is on it (Lightning moves it off after)
+        self._mark = self._now()
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._mark = self._now(pl_module)
+        self._start(pl_module)
+        self._epoch_start = self._mark
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        now = self._now(pl_module)
+        now = self._now()
         self.stats["train"]["wait_seconds"] += now - self._mark
         self._mark = now
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        now = self._now(pl_module)
-        self._add("train", batch, now - self._mark)
-        self._mark = now
+        self._step("train", batch)
 
-    def _eval_start(self, pl_module) -> None:
-        self._eval_mark = self._now(pl_module)
-
-    def _eval_end(self, split: str, pl_module, batch) -> None:
-        now = self._now(pl_module)
-        self._add(split, batch, now - self._eval_mark)
-        self._eval_mark = now
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.epoch_seconds.append(self._now() - self._epoch_start)
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
-        self._eval_start(pl_module)
+        self._start(pl_module)
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx,
                                 dataloader_idx=0) -> None:  # fmt: skip
         if not trainer.sanity_checking:
-            self._eval_end("val", pl_module, batch)
+            self._step("val", batch)
 
     def on_test_epoch_start(self, trainer, pl_module) -> None:
-        self._eval_start(pl_module)
+        self._start(pl_module)
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx,
                           dataloader_idx=0) -> None:  # fmt: skip
-        self._eval_end("test", pl_module, batch)
+        self._step("test", batch)
 
     def on_fit_end(self, trainer, pl_module) -> None:
-        self._write(trainer, pl_module)
+        self._write(trainer)
 
     def on_test_end(self, trainer, pl_module) -> None:
-        self._write(trainer, pl_module)
+        self._write(trainer)
 
-    def summary(self, pl_module: pl.LightningModule | None = None) -> dict:
-        """Frames/s per split, the training's waiting share, the peak memory."""
+    def summary(self) -> dict:
+        """Frames/s per split, the training's waiting share, each epoch's seconds, the peak
+        memory."""
         out: dict = {}
         for split, stats in self.stats.items():
             rate = stats["frames"] / stats["seconds"] if stats["seconds"] > 0 else None
@@ -144,17 +151,17 @@ class Throughput(pl.Callback):
         train = self.stats["train"]
         busy = train["seconds"] + train["wait_seconds"]
         out["train"]["wait_share"] = train["wait_seconds"] / busy if busy > 0 else None
-        cuda = pl_module is not None and pl_module.device.type == "cuda"
-        out["device"] = str(pl_module.device) if pl_module is not None else None
+        out["epoch_seconds"] = self.epoch_seconds
+        out["device"] = str(self.device)
+        cuda = self.device.type == "cuda"
         out["peak_gpu_memory_mb"] = (
-            torch.cuda.max_memory_allocated(pl_module.device) / 2**20 if cuda else None
+            torch.cuda.max_memory_allocated(self.device) / 2**20 if cuda else None
         )
-        out["peak_gpu_reserved_mb"] = (  # what the allocator held: the process's real footprint
-            torch.cuda.max_memory_reserved(pl_module.device) / 2**20 if cuda else None
+        out["peak_gpu_reserved_mb"] = (
+            torch.cuda.max_memory_reserved(self.device) / 2**20 if cuda else None
         )
         return out
 
-    def _write(self, trainer, pl_module) -> None:
+    def _write(self, trainer) -> None:
         if trainer.is_global_zero:
-            path = Path(trainer.default_root_dir) / self.filename
-            atomic_write_json(path, self.summary(pl_module))
+            atomic_write_json(Path(trainer.default_root_dir) / self.filename, self.summary())

@@ -19,8 +19,11 @@ DEFAULT_OUT = REPO / "experiments" / "bench"
 
 
 def git_commit() -> str:
-    """The checked-out commit, short. Outside a git checkout (a copy of the tree sent to another
-    machine): $MESPOT_COMMIT when set, else "unknown"."""
+    """The commit of the code that runs, short: $MESPOT_COMMIT when set (a copy of the tree sent
+    to another machine, whose .git, if any, need not be this tree's), else the checkout's HEAD,
+    else "unknown"."""
+    if os.environ.get("MESPOT_COMMIT"):
+        return os.environ["MESPOT_COMMIT"]
     try:
         done = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
@@ -32,7 +35,7 @@ def git_commit() -> str:
         )
         return done.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
-        return os.environ.get("MESPOT_COMMIT", "unknown")
+        return "unknown"
 
 
 def cpu_model() -> str:

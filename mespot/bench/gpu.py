@@ -320,6 +320,8 @@ def bench_flow(profile: Profile) -> dict:
         pairs_per_s=rates,
         best_pairs_per_s=max(rates.values()),
     )
+    del flow
+    torch.cuda.empty_cache()  # this process's cached blocks would crowd the folds' memory out
     opencv = _opencv_epe()
     if opencv:
         row["opencv"] = opencv
@@ -429,9 +431,10 @@ def train_overrides(
     return overrides
 
 
-def probe(profile: Profile, ws: Workspace, overrides: Sequence[str], epochs: int = 2) -> dict:
-    """One fold alone, `epochs` epochs, no test: the seconds an epoch takes and how fast and fed
-    a single fold is, before the sweep's epochs are chosen."""
+def probe(profile: Profile, ws: Workspace, overrides: Sequence[str], epochs: int = 3) -> dict:
+    """One fold alone, `epochs` epochs, no test: how fast and fed a single fold is, its memory,
+    and the seconds of an epoch once the first epoch's one-off costs are paid (its last epoch),
+    before the sweep's epochs and folds at once are chosen."""
     folder = ws.root / "runs" / "probe"
     if folder.exists():
         shutil.rmtree(folder)
@@ -447,11 +450,10 @@ def probe(profile: Profile, ws: Workspace, overrides: Sequence[str], epochs: int
     with GpuSampler() as gpu:
         step = checked(run_logged(command, ws.logs / "probe.log"))
     throughput = json.loads((folder / "throughput.json").read_text())
-    seconds = sum(throughput[s]["seconds"] for s in ("train", "val"))
-    seconds += throughput["train"]["wait_seconds"]
     return step | {
         "epochs": epochs,
-        "epoch_seconds": seconds / epochs,
+        "epoch_seconds": throughput["epoch_seconds"][-1],
+        "first_epoch_seconds": throughput["epoch_seconds"][0],
         "throughput": throughput,
         "gpu": gpu.summary(),
     }
@@ -470,7 +472,9 @@ def folds_at_once(profile: Profile, peak_mb: float | None, folds: int) -> int:
     import torch
 
     n = min(profile.n_jobs, folds)
-    if peak_mb and torch.cuda.is_available():
+    if torch.cuda.is_available():
+        if not peak_mb:  # unknown: one at a time, never out of memory
+            return 1
         total_mb = torch.cuda.get_device_properties(0).total_memory / 2**20
         n = min(n, int(0.85 * total_mb // (1.15 * peak_mb + 1024)))
     return max(1, n)
@@ -701,9 +705,10 @@ def markdown(result: dict) -> str:
     if probe_row:
         t = probe_row["throughput"]
         lines += [
-            "## One fold alone (experiment=paper, 2 epochs, no test)",
+            f"## One fold alone (experiment=paper, {probe_row['epochs']} epochs, no test)",
             "",
-            f"Epoch (train + validation): {probe_row['epoch_seconds']:.1f} s; training "
+            f"Epoch (train + validation): {num(probe_row.get('first_epoch_seconds'), 1)} s the "
+            f"first, {probe_row['epoch_seconds']:.1f} s the last; training "
             f"{num(t['train']['frames_per_s'], 0)} frames/s, waiting for data "
             f"{_share(t['train']['wait_share'])} of training; validation "
             f"{num(t['val']['frames_per_s'], 0)} frames/s; peak GPU memory "
