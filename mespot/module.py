@@ -28,7 +28,7 @@ from mespot.errors import UserError
 from mespot.files import atomic_write_json, atomic_write_text
 from mespot.intervals import TYPES
 from mespot.metrics import evaluate
-from mespot.models.backbones import FrameEncoder, build_backbone
+from mespot.models.backbones import FrameEncoder, build_backbone, frame_keys
 from mespot.models.fpn import TemporalFPN
 from mespot.models.head import SpottingHead, assign_targets, decode, default_ranges, make_points
 from mespot.models.losses import SpottingLoss
@@ -39,6 +39,11 @@ from mespot.postprocess import apply_threshold, best_thresholds, postprocess_vid
 # 3: the backbone's gate (model.backbone_warmup) is a linear map, not one number.
 CHECKPOINT_FORMAT = 3
 WindowOutput = tuple[int, int, Tensor, Tensor, Tensor]  # video, start, segments, scores, labels
+
+
+def batch_frame_keys(batch: dict) -> Tensor:
+    """FrameEncoder keys of a batch of windows (its video, start and valid frames)."""
+    return frame_keys(batch["video"], batch["start"], batch["valid"], batch["x"].shape[1])
 
 
 def gather_outputs(outputs: list[WindowOutput]) -> list[WindowOutput]:
@@ -196,22 +201,27 @@ class SpotterModule(IntervalSpotter):
         if mirror_eval and "use_flow" not in (inputs or {}):
             raise UserError("model.mirror_eval needs inputs.use_flow: whether the flow is fed")
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, x: Tensor, keys: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """(B, L, C, H, W) → class logits (B, P, 2), distances (B, P, 2), points (P, 4).
+        `keys` (B, L): each frame's key (`frame_keys`), so that an evaluation pass encodes
+        every frame once (FrameEncoder).
 
         With `mirror_eval`, outside training the window's logits and distances are averaged
         with those of its mirror image (the flip training draws half the time): a second look
         at the same face, so that validation, test and mespot-spot rank candidates by what
         both agree on (accuracy_log.md, thirteenth round).
         """
-        logits, offsets, points = self._spot(x)
+        logits, offsets, points = self._spot(x, keys)
         if self.hparams.mirror_eval and not self.training:
-            mirrored, mirrored_offsets, _ = self._spot(mirror(x, self.hparams.inputs["use_flow"]))
+            flipped = mirror(x, self.hparams.inputs["use_flow"])
+            mirrored, mirrored_offsets, _ = self._spot(flipped, keys, view="mirror")
             logits, offsets = (logits + mirrored) / 2, (offsets + mirrored_offsets) / 2
         return logits, offsets, points
 
-    def _spot(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        frames = self._backbone_features(x)
+    def _spot(
+        self, x: Tensor, keys: Tensor | None, view: str = ""
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        frames = self._backbone_features(x, keys, view)
         # mixed precision pays off in the per-frame backbone; the temporal part is cheap, and
         # scores in full precision keep candidates from tying
         with torch.autocast(x.device.type, enabled=False):
@@ -223,7 +233,7 @@ class SpotterModule(IntervalSpotter):
         points = make_points(lengths, self.neck.strides, self.ranges, device=x.device)
         return logits, offsets, points
 
-    def _backbone_features(self, x: Tensor) -> Tensor:
+    def _backbone_features(self, x: Tensor, keys: Tensor | None, view: str) -> Tensor:
         """(B, L, C, H, W) → (B, D, L): the backbone's per-frame features, through the gate.
 
         With `backbone_warmup`, the gate is a linear map of the features that starts at 0 and
@@ -238,11 +248,11 @@ class SpotterModule(IntervalSpotter):
         still random averages out: it stayed under 0.01 (accuracy_log.md, ninth round).
         """
         if self.gate is None:
-            return self.encoder(x).float()
+            return self.encoder(x, keys, view).float()
         warming = self.training and self.current_epoch < self.hparams.backbone_warmup
         if warming or (not self.training and not self.gate.any()):
             return x.new_zeros(x.shape[0], self.encoder.out_dim, x.shape[1], dtype=torch.float32)
-        return self.gate @ self.encoder(x).float()
+        return self.gate @ self.encoder(x, keys, view).float()
 
     def on_train_epoch_start(self) -> None:
         """With `freeze_after_warmup`, the backbone's epochs train the backbone and its gate
@@ -257,7 +267,8 @@ class SpotterModule(IntervalSpotter):
                 parameter.requires_grad_(not backbone_phase)
 
     def _losses(self, batch: dict) -> tuple[dict, Tensor, Tensor, Tensor]:
-        logits, offsets, points = self(batch["x"])
+        keys = None if self.training else batch_frame_keys(batch)
+        logits, offsets, points = self(batch["x"], keys)
         targets = [
             assign_targets(
                 points, s.to(points), lab.to(points.device), num_classes=2, **self.assign
@@ -278,6 +289,21 @@ class SpotterModule(IntervalSpotter):
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluation_step("test", batch)
+
+    # each evaluation pass encodes every frame once, with the weights of that pass
+    def on_validation_epoch_start(self) -> None:
+        self.encoder.remember()
+
+    def on_validation_epoch_end(self) -> None:
+        self.encoder.forget()
+        super().on_validation_epoch_end()
+
+    def on_test_epoch_start(self) -> None:
+        self.encoder.remember()
+
+    def on_test_epoch_end(self) -> None:
+        self.encoder.forget()
+        super().on_test_epoch_end()
 
     def _evaluation_step(self, split: str, batch: dict) -> None:
         losses, logits, offsets, points = self._losses(batch)

@@ -17,13 +17,16 @@ from mespot.errors import UserError
 _SPAWN = multiprocessing.get_context("spawn")
 
 
-def _single_threaded_opencv() -> None:
+def one_thread() -> None:
+    """This process computes on one thread (OpenCV, and torch when it is imported later, as
+    tvl1_torch on a CPU does): the parallelism comes from processes, one per core."""
+    os.environ["OMP_NUM_THREADS"] = "1"
     cv2.setNumThreads(1)
 
 
 def video_pool(workers: int) -> ProcessPoolExecutor:
-    """Parallel over videos: one process each, OpenCV single-threaded inside."""
-    return ProcessPoolExecutor(workers, mp_context=_SPAWN, initializer=_single_threaded_opencv)
+    """Parallel over videos: one process each, single-threaded inside."""
+    return ProcessPoolExecutor(workers, mp_context=_SPAWN, initializer=one_thread)
 
 
 def available_cores() -> int:
@@ -52,10 +55,10 @@ def claim_gpu(folder: Path, count: int, per_gpu: int = 1) -> int:
     never share one at per_gpu=1; a fold too small to keep a GPU busy can share it with others
     (folds_per_gpu). The lock dies with the process, whatever kills it."""
     global _claimed
-    if count < 2:
-        return 0
     if per_gpu < 1:
         raise UserError(f"folds_per_gpu={per_gpu}: give at least 1")
+    if count < 2:
+        return 0
     if _claimed is None:
         folder.mkdir(parents=True, exist_ok=True)
         slots = [(index, slot) for slot in range(per_gpu) for index in range(count)]

@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -37,7 +37,7 @@ from mespot.data.preprocess import (
 )
 from mespot.errors import UserError
 from mespot.models.head import decode
-from mespot.module import SpotterModule
+from mespot.module import SpotterModule, batch_frame_keys
 from mespot.postprocess import apply_threshold, postprocess_video
 
 log = logging.getLogger(__name__)
@@ -164,17 +164,26 @@ def run_windows(
     device = next(model.parameters()).device
     task = progress.add_task("spotting", total=len(dataset), unit="windows")
     outputs, frame_scores = [], np.zeros((info.n_frames, 2), dtype=np.float32)
-    for batch in loader:
-        logits, offsets, points = model(batch["x"].to(device))
-        probs = logits.sigmoid().cpu().numpy()
-        first = ((points[:, 0] + 0.5) - points[:, 1] / 2).round().long().cpu().numpy()
-        strides = points[:, 1].long().cpu().numpy()
-        for b, start in enumerate(batch["start"].tolist()):
-            segments, scores, labels = decode(points, logits[b], offsets[b], **model.decoding)
-            outputs.append((start, segments.cpu(), scores.cpu(), labels.cpu()))
-            _spread(frame_scores, start, int(batch["valid"][b]), first, strides, probs[b])
-        progress.advance(task, len(batch["start"]))
+    model.encoder.remember()  # each frame encoded once, not once per window holding it
+    try:
+        for batch in loader:
+            _spot_batch(model, batch, device, outputs, frame_scores)
+            progress.advance(task, len(batch["start"]))
+    finally:
+        model.encoder.forget()
     return outputs, frame_scores
+
+
+def _spot_batch(model, batch: dict, device, outputs: list, frame_scores: np.ndarray) -> None:
+    """One batch of windows: their decoded outputs appended, their per-frame scores spread."""
+    logits, offsets, points = model(batch["x"].to(device), batch_frame_keys(batch))
+    probs = logits.sigmoid().cpu().numpy()
+    first = ((points[:, 0] + 0.5) - points[:, 1] / 2).round().long().cpu().numpy()
+    strides = points[:, 1].long().cpu().numpy()
+    for b, start in enumerate(batch["start"].tolist()):
+        segments, scores, labels = decode(points, logits[b], offsets[b], **model.decoding)
+        outputs.append((start, segments.cpu(), scores.cpu(), labels.cpu()))
+        _spread(frame_scores, start, int(batch["valid"][b]), first, strides, probs[b])
 
 
 def _spread(frame_scores, start, valid, first, strides, probs) -> None:
@@ -200,8 +209,10 @@ def spot(
 ) -> SpotResult:
     """Spot every expression in a recording; writes nothing but the cache folder in `out`.
     The model runs on `device` (auto: a CUDA GPU when torch sees one, else the CPU)."""
-    model = load_spotter(ckpt).to(_device(device))
-    settings = Settings(**model.hparams.preprocessing)
+    where = _device(device)
+    model = load_spotter(ckpt).to(where)
+    # the recording's flow (tvl1_torch) runs where the model does, wherever training ran it
+    settings = replace(Settings(**model.hparams.preprocessing), flow_device=where.type)
     recording = open_recording(video, fps)
     with Progress(*progress_columns(), disable=not progress) as bar:
         info = preprocess_recording(recording, settings, Path(out) / "cache", bar)

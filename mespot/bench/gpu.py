@@ -322,20 +322,21 @@ def bench_flow(profile: Profile) -> dict:
     )
     del flow
     torch.cuda.empty_cache()  # this process's cached blocks would crowd the folds' memory out
-    opencv = _opencv_epe()
+    opencv = _opencv_epe(params)
     if opencv:
         row["opencv"] = opencv
         row["epe_ratio"] = row["epe_face"] / opencv["epe_face"]
     return row
 
 
-def _opencv_epe() -> dict | None:
-    """OpenCV's TV-L1 (conf's settings: preprocess.json's `tvl1-mid-a`) on the same motion."""
+def _opencv_epe(params: dict) -> dict | None:
+    """OpenCV's TV-L1 on the same motion with the same settings: preprocess.json's
+    `tvl1-mid-a`, if that row holds these `params`."""
     if not PREPROCESS_JSON.is_file():
         return None
     rows = json.loads(PREPROCESS_JSON.read_text()).get("flow", {}).get("rows", [])
     row = next((r for r in rows if r.get("name") == "tvl1-mid-a"), None)
-    if row is None:
+    if row is None or row.get("params") != params:  # recorded for other settings than conf's
         return None
     keys = ("epe_face", "epe_small", "epe_face_noisy", "pairs_per_s_1core")
     return {k: row.get(k) for k in keys} | {"source": str(PREPROCESS_JSON.relative_to(REPO))}

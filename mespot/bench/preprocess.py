@@ -44,6 +44,7 @@ from mespot.bench.common import (
 )
 from mespot.data.flow import Flow, make_flow
 from mespot.data.render import Nuisance, face_box, render_video, sample_appearance
+from mespot.parallel import one_thread
 
 SIZE = 128  # the cache's crop size
 CASME2_FRAMES = 254_000  # frames in CAS(ME)²'s long videos
@@ -101,6 +102,10 @@ SETTINGS: tuple[FlowSetting, ...] = (
     flow_setting(
         "tvl1-mid-c", "tvl1",
         nscales=4, warps=3, outer_iterations=3, inner_iterations=10, epsilon=0.01,
+    ),
+    flow_setting(
+        "tvl1_torch-mid-a", "tvl1_torch",
+        nscales=4, warps=2, outer_iterations=3, inner_iterations=10, epsilon=0.03,
     ),
     flow_setting("dis-medium", "dis", preset="medium"),
     flow_setting("dis-fast", "dis", preset="fast"),
@@ -311,13 +316,18 @@ def sign_check(shift: tuple[float, float] = (4.0, -3.0)) -> dict:
 
 @contextmanager
 def single_thread() -> Iterator[None]:
-    """OpenCV on one thread, as each preprocessing worker runs it; restored afterwards."""
-    before = cv2.getNumThreads()
+    """OpenCV and torch on one thread, as each preprocessing worker runs them; restored
+    afterwards."""
+    import torch
+
+    before = cv2.getNumThreads(), torch.get_num_threads()
     cv2.setNumThreads(1)
+    torch.set_num_threads(1)
     try:
         yield
     finally:
-        cv2.setNumThreads(before)
+        cv2.setNumThreads(before[0])
+        torch.set_num_threads(before[1])
 
 
 def one_core_rate(
@@ -341,8 +351,8 @@ _WORKER_FLOWS: dict[FlowSetting, Flow] = {}
 
 
 def _worker_init(pairs: list[Pair]) -> None:
-    """A pool worker: one OpenCV thread (parallelism comes from processes) and its own pairs."""
-    cv2.setNumThreads(1)
+    """A pool worker: one thread (parallelism comes from processes) and its own pairs."""
+    one_thread()
     _WORKER_PAIRS[:] = pairs
 
 

@@ -122,8 +122,9 @@ def _torch_tvl1(params: dict, device: str) -> Flow:
     where = torch.device(device)
 
     def pairs(prevs: np.ndarray, nexts: np.ndarray) -> np.ndarray:
-        prev = torch.from_numpy(np.ascontiguousarray(prevs)).to(where)
-        nxt = torch.from_numpy(np.ascontiguousarray(nexts)).to(where)
+        # a writable copy where needed: torch refuses to share a read-only (memory-mapped) array
+        prev = torch.from_numpy(np.require(prevs, requirements=["C", "W"])).to(where)
+        nxt = torch.from_numpy(np.require(nexts, requirements=["C", "W"])).to(where)
         return tvl1_flow(prev, nxt, params).cpu().numpy()
 
     return Flow(pairs=pairs)

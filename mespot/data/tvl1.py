@@ -1,4 +1,4 @@
-"""TV-L1 optical flow in torch, batched: OpenCV's DualTVL1 step for step, on any torch device.
+"""TV-L1 optical flow in torch, batched: OpenCV's DualTVL1 algorithm, on any torch device.
 
 A GPU then computes the paper's flow for hundreds of frame pairs at once, and a machine whose
 OpenCV lacks the contrib build (no `cv2.optflow`) still has TV-L1. The algorithm is Zach, Pock
@@ -10,7 +10,10 @@ before each outer iteration. Each pair stops on its own, as it would alone: a co
 flow and dual variables are held while the others go on.
 
 Where it differs from OpenCV on purpose: the warp samples the second image bicubically at the
-exact sub-pixel position, where OpenCV's remap rounds it to 1/32 px.
+exact sub-pixel position, where OpenCV's remap rounds it to 1/32 px. On the preprocessing
+benchmark's known motion the two are equally accurate (tests/test_tvl1.py); on motion as faint
+as that rounding (a still face, a few hundredths of a pixel per frame) their flows differ pixel
+by pixel about as much as they measure, and a cache made with one is not the other's.
 """
 
 from __future__ import annotations
@@ -147,18 +150,26 @@ def _median(u: Tensor, k: int) -> Tensor:
 
 
 def _warp(images: Tensor, flow: Tensor) -> Tensor:
-    """(N, C, H, W) images sampled bicubically at x + flow (zero outside)."""
+    """(N, C, H, W) images sampled bicubically at x + flow (zero outside).
+
+    In float64: grid_sample takes positions in [-1, 1], and in float32 the round trip to
+    pixels misses whole pixels by ~1e-5, enough at the zero-padded border to give two identical
+    frames up to 0.7 px of flow; in float64 a zero flow samples every pixel exactly."""
     n, _, h, w = images.shape
     ys, xs = torch.meshgrid(
-        torch.arange(h, device=flow.device, dtype=flow.dtype),
-        torch.arange(w, device=flow.device, dtype=flow.dtype),
+        torch.arange(h, device=flow.device, dtype=torch.float64),
+        torch.arange(w, device=flow.device, dtype=torch.float64),
         indexing="ij",
     )
+    flow = flow.double()
     grid = torch.stack(
         [(xs + flow[:, 0]) * (2 / max(w - 1, 1)) - 1, (ys + flow[:, 1]) * (2 / max(h - 1, 1)) - 1],
         dim=-1,
     )
-    return F.grid_sample(images, grid, mode="bicubic", padding_mode="zeros", align_corners=True)
+    sampled = F.grid_sample(
+        images.double(), grid, mode="bicubic", padding_mode="zeros", align_corners=True
+    )
+    return sampled.to(images.dtype)
 
 
 def _one_scale(i0: Tensor, i1: Tensor, u: Tensor, p: Mapping) -> Tensor:

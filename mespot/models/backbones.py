@@ -131,6 +131,13 @@ class FrameEncoder(nn.Module):
     `chunk` bounds memory by running at most that many frames through the backbone at once; in
     training mode BatchNorm then sees per-chunk statistics, so results match unchunked runs
     exactly only in eval mode.
+
+    Evaluation windows overlap (by half at the default stride), so most frames sit in two of
+    them. Between `remember()` and `forget()` an evaluating encoder given each frame's key
+    (`frame_keys`: video and position; the same key, the same input) encodes a frame once and
+    reuses its features for every window of this and the next call that holds it. In eval mode
+    a frame's features do not depend on the other frames beside it, so the outputs are the
+    same; a new `remember()` starts empty, so features of older weights are never reused.
     """
 
     def __init__(self, backbone: nn.Module, chunk: int | None = None) -> None:
@@ -140,12 +147,65 @@ class FrameEncoder(nn.Module):
         self.backbone = backbone.to(memory_format=torch.channels_last)
         self.chunk = chunk
         self.out_dim = int(backbone.out_dim)
+        self._memory: dict[str, dict[int, torch.Tensor]] | None = None
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+    def remember(self) -> None:
+        """Start reusing frames' features (one evaluation pass, these weights)."""
+        self._memory = {}
+
+    def forget(self) -> None:
+        self._memory = None
+
+    def forward(
+        self, frames: torch.Tensor, keys: torch.Tensor | None = None, view: str = ""
+    ) -> torch.Tensor:
+        """`keys` (B, L): each frame's key, negative where it must not be reused; `view` names
+        what the frames went through (e.g. "mirror"), which the keys do not say."""
         batch, length = frames.shape[:2]
-        images = frames.flatten(0, 1).contiguous(memory_format=torch.channels_last)
+        images = frames.flatten(0, 1)
+        if self._memory is None or keys is None or self.training:
+            return self._encode(images).view(batch, length, -1).transpose(1, 2)
+        return (
+            self._reuse(images, keys.flatten().tolist(), view)
+            .view(batch, length, -1)
+            .transpose(1, 2)
+        )
+
+    def _reuse(self, images: torch.Tensor, keys: list[int], view: str) -> torch.Tensor:
+        """Features of `images`, each key's frame encoded at most once over this call and the
+        last one of the same view (which is all that consecutive windows share)."""
+        known = self._memory.get(view, {})
+        fresh: dict[int, int] = {}  # key → its first image in this call
+        todo = []
+        for i, key in enumerate(keys):
+            if key < 0 or (key not in known and key not in fresh):
+                todo.append(i)
+                if key >= 0:
+                    fresh[key] = len(todo) - 1
+        encoded = self._encode(images[todo]) if todo else None
+        rows, next_known = [], {}
+        unkeyed = iter(j for j, i in enumerate(todo) if keys[i] < 0)
+        for key in keys:
+            if key < 0:
+                rows.append(encoded[next(unkeyed)])
+                continue
+            feature = encoded[fresh[key]] if key in fresh else known[key]
+            next_known[key] = feature
+            rows.append(feature)
+        self._memory[view] = next_known
+        return torch.stack(rows)
+
+    def _encode(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.contiguous(memory_format=torch.channels_last)
         if self.chunk is None:
-            features = self.backbone(images)
-        else:
-            features = torch.cat([self.backbone(part) for part in images.split(self.chunk)])
-        return features.view(batch, length, -1).transpose(1, 2)
+            return self.backbone(images)
+        return torch.cat([self.backbone(part) for part in images.split(self.chunk)])
+
+
+def frame_keys(videos: torch.Tensor, starts: torch.Tensor, valid: torch.Tensor, length: int):
+    """(B, L) keys of a batch's window frames for FrameEncoder: video × 2³² + position, and −1
+    for the frames past a short video's end (held copies, not frames of the video)."""
+    steps = torch.arange(length)
+    positions = starts.cpu()[:, None] + steps
+    keys = videos.cpu()[:, None].long() * 2**32 + positions
+    return torch.where(steps < valid.cpu()[:, None], keys, -1)
