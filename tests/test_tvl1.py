@@ -12,6 +12,7 @@ import torch
 from mespot.bench.preprocess import endpoint_error, make_cases
 from mespot.cli.common import compose_train, preprocessing_settings
 from mespot.data import cache, preprocess
+from mespot.data import flow as flow_module
 from mespot.data.adapters import load_annotations
 from mespot.data.flow import make_flow
 from mespot.data.frames import FrameList
@@ -186,14 +187,14 @@ def test_a_tvl1_torch_cache_holds_opencv_s_flow(clip, tmp_path):
 
 
 def test_flow_computed_in_batches_is_the_flow_pair_by_pair(clip, tmp_path, monkeypatch):
-    """20 frames, 2 frames apart: FLOW_BATCH=7 gives chunks of 7, 7 and 6 pairs."""
+    """20 frames, 2 frames apart: a batch of 7 gives chunks of 7, 7 and 6 pairs."""
     frames = load_annotations("casme2", clip).frames[("s15", "15_0101")]
     first = FrameList(frames.numbers[:20], frames.paths[:20])
     settings = Settings(size=32, detector="none", flow_method="tvl1_torch", flow_params=CONF,
                         flow_step=2, flow_device="cpu")  # fmt: skip
 
     def flow_with_batch(size):
-        monkeypatch.setattr(preprocess, "FLOW_BATCH", size)
+        monkeypatch.setattr(flow_module, "TORCH_BATCH", size)
         out = tmp_path / f"batch{size}"
         assert process_video(Job("s15", "15_0101", first, 30.0, out), settings).status == "done"
         return cache.load_video(out)

@@ -46,15 +46,17 @@ _FARNEBACK_DEFAULTS = {
 }
 METHODS = ("tvl1", "tvl1_torch", "dis", "farneback")
 DEVICES = ("auto", "cpu", "cuda")
+TORCH_BATCH = 128  # tvl1_torch's pairs per call: what keeps a GPU busy, little memory anywhere
 PairFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 class Flow:
     """Flow of frame pairs: `flow(prev, next)` for one pair of (H, W) uint8 frames,
-    `flow.pairs(prevs, nexts)` for (N, H, W) stacks; both give float32 (…, H, W, 2)."""
+    `flow.pairs(prevs, nexts)` for (N, H, W) stacks; both give float32 (…, H, W, 2). `batch`:
+    how many pairs a call should hold (1 where pairs go one at a time anyway)."""
 
-    def __init__(self, pair: PairFn | None = None, pairs: PairFn | None = None):
-        self._pair, self._pairs = pair, pairs
+    def __init__(self, pair: PairFn | None = None, pairs: PairFn | None = None, batch: int = 1):
+        self._pair, self._pairs, self.batch = pair, pairs, batch
 
     def __call__(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
         if self._pair is not None:
@@ -127,7 +129,7 @@ def _torch_tvl1(params: dict, device: str) -> Flow:
         nxt = torch.from_numpy(np.require(nexts, requirements=["C", "W"])).to(where)
         return tvl1_flow(prev, nxt, params).cpu().numpy()
 
-    return Flow(pairs=pairs)
+    return Flow(pairs=pairs, batch=TORCH_BATCH)
 
 
 def _no_unknown(method: str, unknown: set, known: Mapping) -> None:

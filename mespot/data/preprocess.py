@@ -33,7 +33,6 @@ from mespot.parallel import video_pool
 log = logging.getLogger(__name__)
 
 COLOURS = ("grey", "rgb")
-FLOW_BATCH = 128  # frame pairs per flow call: what a GPU needs to be busy, little memory anywhere
 
 
 @dataclass(frozen=True)
@@ -314,7 +313,7 @@ def encode_video(source, settings: Settings, out: Path, meta: dict, on_frame=Non
         grey = face_crop if face_crop.ndim == 2 else cv2.cvtColor(face_crop, cv2.COLOR_RGB2GRAY)
         # frame t - flow_step; the first frames, which have none, take frame 0 (frame 0: zero flow)
         pairs.append((previous[0] if previous else grey, grey))
-        if len(pairs) == FLOW_BATCH:
+        if len(pairs) == flow.batch:
             t_flow += flow_pairs(t + 1)
         writer.frames[t] = face_crop
         previous.append(grey)
