@@ -23,7 +23,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 import mespot
-from mespot.data.datamodule import change_channels, mirror
+from mespot.data.inputs import InputSpec
 from mespot.errors import UserError
 from mespot.files import atomic_write_json, atomic_write_text
 from mespot.intervals import TYPES
@@ -173,12 +173,11 @@ class SpotterModule(IntervalSpotter):
         self.make_optimizer, self.make_scheduler = optimizer, scheduler
         options = dict(backbone)
         self.encoder = FrameEncoder(build_backbone(options.pop("name"), in_chans, **options), chunk)
+        colours = 3 if (preprocessing or {}).get("colour") == "rgb" else 1
+        self.spec = InputSpec.of(inputs or {}, colours)  # the channels it is fed
         self.motion = None
         if motion_grid:
-            colours = 3 if (preprocessing or {}).get("colour") == "rgb" else 1
-            steps = (inputs or {}).get("frame_diffs", [])
-            rest = (inputs or {}).get("rest_span", 0)
-            self.motion = MotionEnergy(change_channels(colours, steps, rest), motion_grid)
+            self.motion = MotionEnergy(self.spec.change_channels(), motion_grid)
         motion_dim = self.motion.out_dim if self.motion else 0
         self.gate = None
         if backbone_warmup:
@@ -213,7 +212,7 @@ class SpotterModule(IntervalSpotter):
         """
         logits, offsets, points = self._spot(x, keys)
         if self.hparams.mirror_eval and not self.training:
-            flipped = mirror(x, self.hparams.inputs["use_flow"])
+            flipped = self.spec.mirror(x)
             mirrored, mirrored_offsets, _ = self._spot(flipped, keys, view="mirror")
             logits, offsets = (logits + mirrored) / 2, (offsets + mirrored_offsets) / 2
         return logits, offsets, points

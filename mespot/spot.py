@@ -36,8 +36,9 @@ from mespot.data.preprocess import (
     progress_columns,
 )
 from mespot.errors import UserError
+from mespot.models.backbones import frame_keys
 from mespot.models.head import decode
-from mespot.module import SpotterModule, batch_frame_keys
+from mespot.module import SpotterModule
 from mespot.postprocess import apply_threshold, postprocess_video
 
 log = logging.getLogger(__name__)
@@ -176,7 +177,10 @@ def run_windows(
 
 def _spot_batch(model, batch: dict, device, outputs: list, frame_scores: np.ndarray) -> None:
     """One batch of windows: their decoded outputs appended, their per-frame scores spread."""
-    logits, offsets, points = model(batch["x"].to(device), batch_frame_keys(batch))
+    parts = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    x = model.spec.assemble(parts)
+    logits, offsets, points = model(x, frame_keys(batch["video"], batch["start"], batch["valid"],
+                                                  x.shape[1]))  # fmt: skip
     probs = logits.sigmoid().cpu().numpy()
     first = ((points[:, 0] + 0.5) - points[:, 1] / 2).round().long().cpu().numpy()
     strides = points[:, 1].long().cpu().numpy()

@@ -131,7 +131,8 @@ def test_windows_report_the_same_intervals_as_the_whole_video(tiny_mock):
     model = BaselineModule(inputs={"window": 32, "stride": 16, "use_flow": True})
     model._trainer = type("Trainer", (), {"datamodule": datamodule})()
     windows = []
-    for batch in datamodule.test_dataloader():
+    for parts in datamodule.test_dataloader():
+        batch = datamodule.on_after_batch_transfer(parts, 0)  # the inputs, as in training
         for b, (segments, _, labels) in enumerate(model._spot_batch("test", batch)):
             segments = (segments + int(batch["start"][b])).tolist()
             windows += [(*s, lab) for s, lab in zip(segments, labels.tolist(), strict=True)]

@@ -8,16 +8,26 @@ from mespot.data.adapters import load_annotations
 from mespot.data.datamodule import (
     SpottingDataModule,
     WindowDataset,
-    change_channels,
-    input_channels,
+    collate,
     read_cache,
     split_subjects,
 )
+from mespot.data.inputs import InputSpec
 from mespot.data.preprocess import Settings, preprocess
 from mespot.data.rest import RestFace
 from mespot.data.synth import MockSpec, write_mock
 from mespot.data.windows import clip_to_window, to_cached_indices, window_starts
 from mespot.errors import UserError
+
+
+def assembled(dataset: WindowDataset, item, augmented: bool = True) -> torch.Tensor:
+    """A window's (L, C, H, W) inputs as the data module builds them from its parts (`item`,
+    or the window at that index); without the mirror and light drawn for it when not
+    `augmented`."""
+    item = dataset[item] if isinstance(item, int) else item
+    if not augmented:
+        item = {**item, "mirror": False, "gain": 1.0}
+    return dataset.spec.assemble(collate([item]))[0]
 
 
 def test_window_starts_cover_every_frame():
@@ -76,7 +86,7 @@ def test_batches_hold_frames_and_flow_as_channels(cache_folder, use_flow, channe
                             use_flow=use_flow, batch_size=3)  # fmt: skip
     dm.setup()
     assert {v.subject for v in dm.videos["test"]} == {"s16"}
-    batch = next(iter(dm.train_dataloader()))
+    batch = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
     assert batch["x"].shape == (3, 64, channels, 32, 32) and batch["x"].dtype == torch.float32
     assert len(batch["segments"]) == 3 and all(s.shape[-1] == 2 for s in batch["segments"])
     assert dm.in_channels == channels
@@ -118,9 +128,9 @@ def test_balancing_sets_the_share_of_windows_with_expressions(cache_folder):
 def test_augmentation_mirrors_the_flow_too(cache_folder):
     videos = read_cache(cache_folder)
     whole = videos[0].n_frames  # a window as long as the video cannot shift
-    plain = WindowDataset(videos, window=whole, stride=whole)[0]["x"]
+    plain = assembled(WindowDataset(videos, window=whole, stride=whole), 0)
     augmented = WindowDataset(videos, window=whole, stride=whole, augment=True, seed=1)
-    flipped = [augmented[0]["x"] for _ in range(8)]
+    flipped = [assembled(augmented, 0) for _ in range(8)]
     mirrored = [x for x in flipped if not torch.allclose(x[:, 1:], plain[:, 1:])]
     assert mirrored, "some draws mirror the window"
     x = mirrored[0]
@@ -167,12 +177,12 @@ def test_frame_differences_follow_the_frame(cache_folder):
     dataset = WindowDataset(videos, window=64, stride=32, frame_diffs=[2, 8])
     plain = WindowDataset(videos, window=64, stride=32)
     for index in (0, 1):  # the first window reaches back before frame 0, the second does not
-        x, start = dataset[index]["x"], dataset[index]["start"]
+        x, start = assembled(dataset, index), dataset[index]["start"]
         assert x.shape == (64, 5, 32, 32)
         t = torch.arange(start, start + 64)
         torch.testing.assert_close(x[:, 1], frames[t] - frames[(t - 2).clamp(min=0)])
         torch.testing.assert_close(x[:, 2], frames[t] - frames[(t - 8).clamp(min=0)])
-        torch.testing.assert_close(x[:, [0, 3, 4]], plain[index]["x"])  # frame and flow as before
+        torch.testing.assert_close(x[:, [0, 3, 4]], assembled(plain, index))  # frame and flow
     with pytest.raises(UserError, match="frame_diffs=\\[0\\]"):
         WindowDataset(videos, window=64, stride=32, frame_diffs=[0])
 
@@ -186,13 +196,14 @@ def test_the_distance_from_the_face_at_rest_comes_between_the_differences_and_th
     plain = WindowDataset(videos, window=64, stride=32, frame_diffs=[2])
     rest = RestFace(frames, span=100)
     for index in (0, 2):
-        x, start = dataset[index]["x"], dataset[index]["start"]
+        x, start = assembled(dataset, index), dataset[index]["start"]
         t = np.arange(start, start + 64)
         assert x.shape == (64, 5, 32, 32)
         torch.testing.assert_close(x[:, 2], torch.from_numpy(rest.distance(frames[t], t)))
-        torch.testing.assert_close(x[:, [0, 1, 3, 4]], plain[index]["x"])
-    assert input_channels(1, {"frame_diffs": [2], "rest_span": 100, "use_flow": True}) == 5
-    assert change_channels(1, [2], rest_span=100) == [[1], [2]]
+        torch.testing.assert_close(x[:, [0, 1, 3, 4]], assembled(plain, index))
+    spec = InputSpec.of({"frame_diffs": [2], "rest_span": 100, "use_flow": True}, colours=1)
+    assert spec == dataset.spec and spec.channels == 5
+    assert spec.change_channels() == [[1], [2]] and spec.still_channels() == [0, 2]
     with pytest.raises(UserError, match="rest_span=-1"):
         WindowDataset(videos, window=64, stride=32, rest_span=-1)
 
@@ -203,9 +214,11 @@ def test_a_video_shorter_than_the_window_ends_on_its_last_face_held_still(cache_
     for an expression)."""
     videos = read_cache(cache_folder)
     n = videos[0].n_frames
-    item = WindowDataset(videos[:1], window=n + 40, stride=n + 40, frame_diffs=[2],
-                         rest_span=50)[0]  # fmt: skip
-    x, last = item["x"], item["x"][n - 1]
+    dataset = WindowDataset(videos[:1], window=n + 40, stride=n + 40, frame_diffs=[2],
+                            rest_span=50)  # fmt: skip
+    item = dataset[0]
+    x = assembled(dataset, item)
+    last = x[n - 1]
     assert item["valid"] == n and x.shape[0] == n + 40
     for still in (0, 2):  # the frame, and its distance from the face at rest
         assert torch.equal(x[n:, still], last[still].expand(40, -1, -1))
@@ -217,10 +230,10 @@ def test_augmentation_lights_a_difference_like_its_frames(cache_folder):
     videos = read_cache(cache_folder)
     whole = videos[0].n_frames
     options = dict(window=whole, stride=whole, frame_diffs=[3], rest_span=50)
-    plain = WindowDataset(videos, **options)[0]["x"]
+    plain = assembled(WindowDataset(videos, **options), 0)
     augmented = WindowDataset(videos, **options, augment=True, seed=4)
     for _ in range(6):
-        x = augmented[0]["x"]
+        x = assembled(augmented, 0)
         if not torch.allclose(x[:, 4], plain[:, 4]):  # mirrored: flip back
             x = x.flip(-1)
             x[:, 3] *= -1
@@ -239,11 +252,10 @@ def test_time_scale_plays_training_windows_at_another_speed(cache_folder):
     flow = torch.from_numpy(np.load(videos[0].folder / "flow.npy")).float().permute(0, 3, 1, 2)
     dataset = WindowDataset(videos[:1], window=32, stride=16, augment=True, frame_diffs=[2],
                             time_scale=[2.0, 2.0], seed=0)  # fmt: skip
-    dataset._augment = lambda x, colours: x  # mirror and light: tested above
     checked = 0
     for index in range(len(dataset)):
         item = dataset[index]
-        x, start = item["x"], item["start"]
+        x, start = assembled(dataset, item, augmented=False), item["start"]  # mirror, light: above
         t = start + 2 * torch.arange(32)
         assert t[-1] < videos[0].n_frames  # the 63 frames shown lie inside the video
         torch.testing.assert_close(x[:, 0], frames[t])
@@ -265,9 +277,9 @@ def test_time_scale_leaves_short_videos_and_evaluation_alone(cache_folder):
     plain = WindowDataset(videos[:1], window=whole, stride=whole)[0]
     slowed = WindowDataset(videos[:1], window=whole, stride=whole, augment=True,
                            time_scale=[1.5, 2.0])  # fmt: skip
-    slowed._augment = lambda x, colours: x
     item = slowed[0]  # the video cannot show a window at 1.5× or more: it plays as it is
-    torch.testing.assert_close(item["x"], plain["x"])
+    plain_x = assembled(WindowDataset(videos[:1], window=whole, stride=whole), plain)
+    torch.testing.assert_close(assembled(slowed, item, augmented=False), plain_x)
     assert item["segments"].tolist() == plain["segments"].tolist()
     dm = SpottingDataModule(str(cache_folder), test_subject=videos[0].subject, val_subjects=1,
                             window=32, stride=16, time_scale=[0.8, 1.25])  # fmt: skip

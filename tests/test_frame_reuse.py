@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 from mespot.data.datamodule import VideoInfo, WindowDataset, collate
 from mespot.models.backbones import frame_keys
 from mespot.models.fpn import SMALL
-from mespot.module import SpotterModule, batch_frame_keys
+from mespot.module import SpotterModule
 
 INPUTS = {"window": 16, "stride": 8, "use_flow": True, "frame_diffs": [2], "rest_span": 0}
 
@@ -52,13 +52,17 @@ class CountingBackbone(torch.nn.Module):
         return self.inner(images)
 
 
+def keys(batch: dict) -> torch.Tensor:
+    return frame_keys(batch["video"], batch["start"], batch["valid"], INPUTS["window"])
+
+
 def evaluate(spotter, dataset, batch_size: int, reuse: bool):
     counting = spotter.encoder.backbone = CountingBackbone(spotter.encoder.backbone)
     if reuse:
         spotter.encoder.remember()
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
     with torch.no_grad():
-        logits = [spotter(b["x"], batch_frame_keys(b))[0] for b in loader]
+        logits = [spotter(dataset.spec.assemble(b), keys(b))[0] for b in loader]
     spotter.encoder.forget()
     spotter.encoder.backbone = counting.inner
     return torch.cat(logits), counting.images
@@ -70,7 +74,7 @@ def test_reusing_frames_changes_no_output_and_encodes_each_frame_once(
     videos, batch_size, mirror_eval
 ):
     dataset = WindowDataset(videos, 16, 8, True, frame_diffs=[2])
-    spotter = model(dataset[0]["x"].shape[1], mirror_eval)
+    spotter = model(dataset.spec.channels, mirror_eval)
     plain, encoded = evaluate(spotter, dataset, batch_size, reuse=False)
     reused, encoded_once = evaluate(spotter, dataset, batch_size, reuse=True)
     assert torch.equal(plain, reused)
@@ -82,13 +86,13 @@ def test_reusing_frames_changes_no_output_and_encodes_each_frame_once(
 
 def test_a_new_pass_never_reuses_features_of_older_weights(videos):
     dataset = WindowDataset(videos, 16, 8, True, frame_diffs=[2])
-    spotter = model(dataset[0]["x"].shape[1], mirror_eval=False)
+    spotter = model(dataset.spec.channels, mirror_eval=False)
     before, _ = evaluate(spotter, dataset, 4, reuse=True)
     with torch.no_grad():
         for p in spotter.encoder.parameters():
             p.add_(0.05)
     after, _ = evaluate(spotter, dataset, 4, reuse=True)
-    fresh = model(dataset[0]["x"].shape[1], mirror_eval=False)
+    fresh = model(dataset.spec.channels, mirror_eval=False)
     fresh.load_state_dict(spotter.state_dict())
     expected, _ = evaluate(fresh, dataset, 4, reuse=False)
     assert not torch.equal(before, after) and torch.equal(after, expected)
@@ -96,14 +100,15 @@ def test_a_new_pass_never_reuses_features_of_older_weights(videos):
 
 def test_training_and_calls_without_keys_encode_every_frame(videos):
     dataset = WindowDataset(videos, 16, 8, True, frame_diffs=[2])
-    spotter = model(dataset[0]["x"].shape[1], mirror_eval=False)
+    spotter = model(dataset.spec.channels, mirror_eval=False)
     batch = collate([dataset[i] for i in range(3)])
+    x = dataset.spec.assemble(batch)
     spotter.encoder.remember()
     counting = spotter.encoder.backbone = CountingBackbone(spotter.encoder.backbone)
     with torch.no_grad():
-        spotter(batch["x"])  # no keys
+        spotter(x)  # no keys
         spotter.train()
-        spotter(batch["x"], batch_frame_keys(batch))  # training: weights change every step
+        spotter(x, keys(batch))  # training: weights change every step
     assert counting.images == 2 * 3 * 16
 
 

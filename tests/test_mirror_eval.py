@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mespot.data.datamodule import mirror
+from mespot.data.inputs import InputSpec
 from mespot.errors import UserError
 from mespot.module import SpotterModule
 
@@ -24,12 +24,14 @@ def window():
 
 def test_a_mirror_image_negates_the_horizontal_flow_and_mirrored_again_is_the_window():
     x = window()
-    m = mirror(x, use_flow=True)
+    m = InputSpec(use_flow=True).mirror(x)
     assert torch.equal(m[..., 0, :, :], x[..., 0, :, :].flip(-1))
     assert torch.equal(m[..., 1, :, :], -x[..., 1, :, :].flip(-1))
     assert torch.equal(m[..., 2, :, :], x[..., 2, :, :].flip(-1))
-    assert torch.equal(mirror(m, use_flow=True), x)
-    assert torch.equal(mirror(x, use_flow=False), x.flip(-1))  # no flow: nothing to negate
+    assert torch.equal(InputSpec(use_flow=True).mirror(m), x)
+    assert torch.equal(
+        InputSpec(use_flow=False).mirror(x), x.flip(-1)
+    )  # no flow: nothing to negate
 
 
 @pytest.mark.parametrize("use_flow", [True, False])
@@ -37,9 +39,9 @@ def test_evaluation_averages_a_window_with_its_mirror_image(use_flow):
     plain, both = spotter(False, use_flow).eval(), spotter(True, use_flow).eval()
     x = window()
     with torch.no_grad():
-        seen, mirrored = plain(x), plain(mirror(x, use_flow))
+        seen, mirrored = plain(x), plain(InputSpec(use_flow=use_flow).mirror(x))
         averaged = both(x)
-        again = both(mirror(x, use_flow))
+        again = both(InputSpec(use_flow=use_flow).mirror(x))
     for i in (0, 1):  # logits, distances
         assert not torch.allclose(seen[i], mirrored[i])  # the mirror image is a second look
         torch.testing.assert_close(averaged[i], (seen[i] + mirrored[i]) / 2)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from mespot.data.datamodule import change_channels
+from mespot.data.inputs import InputSpec
 from mespot.data.rest import RestFace
 from mespot.errors import UserError
 from mespot.models.motion import MotionEnergy
@@ -22,7 +22,16 @@ def window(colours=1, steps=2, length=40, size=32, seed=0):
 
 
 def test_a_block_that_moves_more_than_usual_stands_out():
-    energy = MotionEnergy(change_channels(1, [2, 8]), grid=4)
+    energy = MotionEnergy(
+        InputSpec(
+            1,
+            (
+                2,
+                8,
+            ),
+        ).change_channels(),
+        grid=4,
+    )
     score = energy(window())  # (1, 2 × 16, 40)
     assert score.shape == (1, 32, 40) and energy.out_dim == 32
     for step in (0, 1):
@@ -36,7 +45,7 @@ def test_a_block_that_moves_more_than_usual_stands_out():
 def test_scores_do_not_depend_on_the_face_s_contrast():
     """A face with twice the contrast (or under a brighter light) changes twice as much
     everywhere: the same scores."""
-    energy = MotionEnergy(change_channels(1, [2]), grid=4)
+    energy = MotionEnergy(InputSpec(1, (2,)).change_channels(), grid=4)
     x = window(steps=1)
     brighter = x.clone()
     brighter[:, :, 1:] *= 2
@@ -44,7 +53,7 @@ def test_scores_do_not_depend_on_the_face_s_contrast():
 
 
 def test_colour_differences_are_averaged():
-    energy = MotionEnergy(change_channels(3, [2]), grid=4)
+    energy = MotionEnergy(InputSpec(3, (2,)).change_channels(), grid=4)
     assert energy.channels == [[3, 4, 5]]
     assert energy(window(colours=3, steps=1))[0, 6, 20:25].min() > 10
 
@@ -73,7 +82,7 @@ def held_expression(length, size=32, seed=0):
 
 
 def test_the_distance_from_the_face_at_rest_holds_through_an_expression_differences_see_move():
-    energy = MotionEnergy(change_channels(1, [2], rest_span=120), grid=4)
+    energy = MotionEnergy(InputSpec(1, (2,), rest_span=120).change_channels(), grid=4)
     score = energy(held_expression(length=120))
     assert energy.out_dim == 2 * 16 and score.shape == (1, 32, 120)
     moving, held = score[0, 6], score[0, 16 + 6]
@@ -88,7 +97,7 @@ def test_settings_that_cannot_work_are_refused():
     with pytest.raises(UserError, match="data.frame_diffs"):
         MotionEnergy([], grid=4)
     with pytest.raises(UserError, match="motion_grid=0"):
-        MotionEnergy(change_channels(1, [2]), grid=0)
+        MotionEnergy(InputSpec(1, (2,)).change_channels(), grid=0)
 
 
 def spotter(backbone_warmup=0, motion_grid=4, in_chans=3, inputs=None, **options):

@@ -37,8 +37,9 @@ import mespot.spot as spot_module
 from mespot.bench import common
 from mespot.bench.common import DEFAULT_OUT, load_average, log, num, peak_rss_run, write_report
 from mespot.cli.common import compose_train, preprocessing_settings
-from mespot.data.datamodule import input_channels, input_settings
+from mespot.data.datamodule import input_settings
 from mespot.data.flow import METHODS
+from mespot.data.inputs import InputSpec
 from mespot.data.render import render_video
 from mespot.data.synth import LAYOUTS, MockSpec
 from mespot.data.synth.plan import plan_videos
@@ -135,7 +136,7 @@ def build_checkpoint(method: str, path: Path, overrides: Sequence[str] = ()) -> 
     settings = preprocessing_settings(cfg.preprocessing)
     inputs = input_settings(cfg.data)
     colours = 1 if settings.colour == "grey" else 3
-    in_chans = input_channels(colours, inputs)
+    in_chans = InputSpec.of(inputs, colours).channels
     torch.manual_seed(0)
     model = instantiate(cfg.model, in_chans=in_chans, preprocessing=asdict(settings),
                         inputs=inputs, _convert_="all")  # fmt: skip

@@ -20,12 +20,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from mespot.data import cache
+from mespot.data.inputs import PARTS, InputSpec, stack_parts
 from mespot.data.rest import RestFace
 from mespot.data.windows import clip_to_window, to_cached_indices, window_starts
 from mespot.errors import UserError
 from mespot.intervals import TYPES
-
-FLOW_CLIP = 20.0  # px; larger values are flow failures, not faces
 
 
 @dataclass
@@ -89,14 +88,14 @@ def split_subjects(
 class WindowDataset(Dataset):
     """Windows of `window` frames, `stride` apart, over some videos.
 
-    Channels per frame: the frame, then one difference to an earlier frame per step of
-    `frame_diffs` (frame t minus frame t − step, frame 0 standing in before the video's start),
-    then, with `rest_span`, the frame's distance from the face at rest (mespot/data/rest.py: the
-    median frame of the `rest_span` frames around it, each frame's brightness taken out), then
-    the flow when `use_flow`. The per-frame backbone sees one frame at a time, so it can
-    tell that something moves only from what a frame carries; over a stabilised face
-    (face.align=stabilise) a difference shows a micro-expression that one-frame flow does not
-    (experiments/bench/accuracy_log.md, fifth round).
+    Each item holds a window's parts; `spec.assemble` makes a batch of them the model's
+    channels (mespot/data/inputs.py): the frame, then one difference to an earlier frame per
+    step of `frame_diffs`, then, with `rest_span`, the frame's distance from the face at rest
+    (mespot/data/rest.py: the median frame of the `rest_span` frames around it, each frame's
+    brightness taken out), then the flow when `use_flow`. The per-frame backbone sees one frame
+    at a time, so it can tell that something moves only from what a frame carries; over a
+    stabilised face (face.align=stabilise) a difference shows a micro-expression that one-frame
+    flow does not (experiments/bench/accuracy_log.md, fifth round).
 
     With `augment` (training), each draw also shifts its window by up to half a stride either
     way: the fixed grid alone would show every expression at the same few positions, epoch
@@ -137,6 +136,12 @@ class WindowDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    @property
+    def spec(self) -> InputSpec:
+        """The channels these windows make: grey or RGB as the cache holds the frames."""
+        colours = 3 if self._video(0).frames.ndim == 4 else 1
+        return InputSpec(colours, self.frame_diffs, self.rest_span, self.use_flow)
+
     def has_expression(self) -> np.ndarray:
         """For balancing: does each window hold (part of) an expression?"""
         return np.array([len(self._targets(v, s)[0]) > 0 for v, s in self.items])
@@ -151,6 +156,9 @@ class WindowDataset(Dataset):
         return self._open[v]
 
     def __getitem__(self, index: int) -> dict:
+        """One window's parts as the cache holds them (uint8 frames, float16 flow), padded to
+        `window` frames past a short video's end, with the augmentation drawn for it:
+        InputSpec.assemble builds the channels where the model runs."""
         v, start = self.items[index]
         n_frames = self.videos[v].n_frames
         scale = self._scale(n_frames) if self.augment else 1.0
@@ -162,45 +170,46 @@ class WindowDataset(Dataset):
         steps = steps[positions < n_frames]
         positions = positions[: len(steps)]
         shown = np.asarray(video.frames[positions])  # read once: the frame, and its distance
-        frames = _channels_first(shown / np.float32(255.0))
-        channels = [frames]
-        for step in self.frame_diffs:
-            earlier = np.maximum(_positions(start, steps - step, scale), 0)
-            channels.append(frames - self._frames(video, earlier))
+        parts = {"frames": shown}
+        if self.frame_diffs:
+            parts["earlier"] = np.stack([
+                np.asarray(video.frames[np.maximum(_positions(start, steps - step, scale), 0)])
+                for step in self.frame_diffs
+            ], axis=0)  # fmt: skip
         if self.rest_span:
-            channels.append(_channels_first(self._rest_face(v).distance(shown, positions)))
+            parts["rest"] = self._rest_face(v).distance(shown, positions)
         if self.use_flow:  # pixels per frame shown: a faster play moves further per frame
-            flow = np.asarray(video.flow[positions], dtype=np.float32) * np.float32(scale)
-            flow = np.clip(flow, -FLOW_CLIP, FLOW_CLIP)
-            channels.append(torch.from_numpy(flow).permute(0, 3, 1, 2))
-        x = torch.cat(channels, dim=1)
-        if self.augment:
-            x = self._augment(x, frames.shape[1])
-        valid = x.shape[0]
-        if valid < self.window:  # a video shorter than the window: its last face, held still
-            held = x.new_zeros(self.window - valid, *x.shape[1:])  # no change, no flow
-            for still in still_channels(frames.shape[1], self.frame_diffs, self.rest_span):
-                held[:, still] = x[-1, still]
-            x = torch.cat([x, held])
+            parts["flow"] = np.asarray(video.flow[positions])
         segments, labels = self._targets(v, start, scale)
         return {
-            "x": x,
+            **{
+                key: torch.from_numpy(self._padded(a, key == "earlier")) for key, a in parts.items()
+            },
+            "flow_scale": scale,
+            "mirror": self.augment and self.rng.random() < 0.5,  # a face seen in a mirror
+            "gain": float(self.rng.uniform(0.9, 1.1)) if self.augment else 1.0,  # the light
             "segments": torch.from_numpy(segments),
             "labels": torch.from_numpy(labels).long(),
             "video": v,
             "start": start,
-            "valid": valid,
+            "valid": len(steps),
         }
+
+    def _padded(self, frames: np.ndarray, stacked: bool = False) -> np.ndarray:
+        """`frames` (on axis 1 when `stacked`) padded with zeros to `window` frames (what stands
+        past a video's end is replaced when the window is assembled)."""
+        axis = 1 if stacked else 0
+        missing = self.window - frames.shape[axis]
+        if missing == 0:
+            return np.ascontiguousarray(frames)
+        pad = [(0, 0)] * frames.ndim
+        pad[axis] = (0, missing)
+        return np.pad(frames, pad)
 
     def _rest_face(self, v: int) -> RestFace:
         if v not in self._rest:  # once per video (and worker process)
             self._rest[v] = RestFace(self._video(v).frames, self.rest_span)
         return self._rest[v]
-
-    @staticmethod
-    def _frames(video: cache.CachedVideo, indices: np.ndarray) -> torch.Tensor:
-        """(L, C, H, W) float frames in [0, 1] at these cached indices (consecutive or not)."""
-        return _channels_first(np.asarray(video.frames[indices], dtype=np.float32) / 255.0)
 
     def _shift(self, start: int, n_frames: int, span: int) -> int:
         """A start up to half a stride away, the `span` frames the window shows still inside
@@ -216,32 +225,6 @@ class WindowDataset(Dataset):
             return 1.0
         scale = float(np.exp(self.rng.uniform(*np.log(self.time_scale))))
         return scale if _span(self.window, scale) <= n_frames else 1.0
-
-    def _augment(self, x: torch.Tensor, colours: int) -> torch.Tensor:
-        """A mirrored face (flow's horizontal component changes sign) and a lighting change
-        (the frame's `colours` channels and their differences scale with the light)."""
-        if self.rng.random() < 0.5:
-            x = mirror(x, self.use_flow)
-        gain = float(self.rng.uniform(0.9, 1.1))
-        x[:, :colours] = (x[:, :colours] * gain).clamp(0, 1)
-        changes = len(change_channels(colours, self.frame_diffs, self.rest_span))
-        x[:, colours : colours * (1 + changes)] *= gain  # differences, distance from the rest
-        return x
-
-
-def mirror(x: torch.Tensor, use_flow: bool) -> torch.Tensor:
-    """(…, C, H, W) inputs of the face seen in a mirror: every channel flipped left to right and,
-    with flow (the last two channels, x then y), its horizontal component negated."""
-    x = x.flip(-1)
-    if use_flow:
-        x[..., -2, :, :] *= -1
-    return x
-
-
-def _channels_first(frames: np.ndarray) -> torch.Tensor:
-    """(L, H, W[, C]) → (L, C, H, W) float32."""
-    frames = torch.from_numpy(np.asarray(frames, dtype=np.float32))
-    return frames[:, None] if frames.ndim == 3 else frames.permute(0, 3, 1, 2)
 
 
 def _positions(start: int, steps: np.ndarray, scale: float) -> np.ndarray:
@@ -267,32 +250,9 @@ def input_settings(data) -> dict:
     }
 
 
-def change_channels(
-    colours: int, frame_diffs: Sequence[int], rest_span: int = 0
-) -> list[list[int]]:
-    """The input channels of each frame difference, then of the distance from the face at rest,
-    in WindowDataset's layout (the frame's `colours` channels first, then these, then the flow):
-    what changes with the face."""
-    groups = len(frame_diffs) + bool(rest_span)
-    return [list(range(colours * (1 + j), colours * (2 + j))) for j in range(groups)]
-
-
-def still_channels(colours: int, frame_diffs: Sequence[int], rest_span: int = 0) -> list[list[int]]:
-    """The channels that stay as they are while the face holds still: the frame's and its
-    distance from the face at rest (differences and flow fall to 0)."""
-    rest = change_channels(colours, frame_diffs, rest_span)[len(frame_diffs) :]
-    return [list(range(colours)), *rest]
-
-
-def input_channels(colours: int, inputs: dict) -> int:
-    """How many channels a window of these `input_settings` has per frame."""
-    changes = change_channels(colours, inputs["frame_diffs"], inputs.get("rest_span", 0))
-    return colours * (1 + len(changes)) + (2 if inputs["use_flow"] else 0)
-
-
 def collate(items: list[dict]) -> dict:
     return {
-        "x": torch.stack([i["x"] for i in items]),
+        **stack_parts(items),
         "segments": [i["segments"] for i in items],
         "labels": [i["labels"] for i in items],
         "video": torch.tensor([i["video"] for i in items]),
@@ -341,11 +301,22 @@ class SpottingDataModule(pl.LightningDataModule):
                                  time_scale=hp.time_scale if split == "train" else None)
             for split, videos in self.videos.items()
         }  # fmt: skip
+        # The first training window, read once: an unreadable cache fails here, before a model
+        # is built, and the recorded results' augmentation draws begin after this one.
+        self.datasets["train"][0]
+
+    @property
+    def spec(self) -> InputSpec:
+        return self.datasets["train"].spec
 
     @property
     def in_channels(self) -> int:
-        sample = self.datasets["train"][0]["x"]
-        return sample.shape[1]
+        return self.spec.channels
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """The window parts, now on the model's device, become its inputs `x` there."""
+        x = self.spec.assemble(batch)
+        return {**{k: v for k, v in batch.items() if k not in PARTS}, "x": x}
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.datasets["train"]

@@ -58,7 +58,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mespot.data import cache
-from mespot.data.datamodule import FLOW_CLIP
+from mespot.data.inputs import FLOW_CLIP
 from mespot.errors import UserError
 from mespot.module import IntervalSpotter
 
