@@ -19,6 +19,7 @@ from mespot.data.frames import FrameList
 from mespot.data.preprocess import Job, Settings, process_video
 from mespot.data.render import Nuisance, render_video, sample_appearance
 from mespot.data.synth import MockSpec, write_mock
+from mespot.data.tvl1 import tvl1_flow
 from mespot.errors import UserError
 
 # conf/preprocessing/default.yaml's flow.tvl1 (flow.tvl1_torch is the same block)
@@ -208,3 +209,14 @@ def test_flow_computed_in_batches_is_the_flow_pair_by_pair(clip, tmp_path, monke
         reference, frame = (np.array(batched.frames[i]) for i in (max(t - 2, 0), t))
         expected = flow(reference, frame).astype(np.float16)
         np.testing.assert_allclose(batched.flow[t], expected, rtol=0, atol=2e-3)
+
+
+@pytest.mark.slow
+def test_the_compiled_step_gives_the_eager_flow(cases):
+    """tvl1_flow(compiled=True) fuses the inner step with torch.compile (timed by the GPU
+    check); it must compute the same flow."""
+    prev = torch.from_numpy(np.stack([c.prev for c in cases[:2]]))
+    nxt = torch.from_numpy(np.stack([c.next for c in cases[:2]]))
+    eager = tvl1_flow(prev, nxt, CONF)
+    compiled = tvl1_flow(prev, nxt, CONF, compiled=True)
+    torch.testing.assert_close(compiled, eager, rtol=0, atol=1e-4)

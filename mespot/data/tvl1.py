@@ -18,6 +18,7 @@ by pixel about as much as they measure, and a cache made with one is not the oth
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 
@@ -66,9 +67,13 @@ def check_params(params: Mapping) -> dict:
 
 
 @torch.no_grad()
-def tvl1_flow(prev: Tensor, nxt: Tensor, params: Mapping | None = None) -> Tensor:
+def tvl1_flow(
+    prev: Tensor, nxt: Tensor, params: Mapping | None = None, compiled: bool = False
+) -> Tensor:
     """(N, H, W) grey frames (uint8, or float in 0-255) → (N, H, W, 2) float32 flow, OpenCV's
-    sign convention: the content at (x, y) in `prev` is at (x + dx, y + dy) in `nxt`."""
+    sign convention: the content at (x, y) in `prev` is at (x + dx, y + dy) in `nxt`.
+    `compiled`: the inner step through torch.compile (the GPU check times both)."""
+    iteration = _compiled_iteration() if compiled else _iteration
     p = check_params(params or {})
     i0, i1 = prev.float(), nxt.float()
     sizes = _pyramid_sizes(tuple(i0.shape[-2:]), p["nscales"], p["scale_step"])
@@ -77,7 +82,7 @@ def tvl1_flow(prev: Tensor, nxt: Tensor, params: Mapping | None = None) -> Tenso
         levels.append(tuple(_resize(image, size, 1 / p["scale_step"]) for image in levels[-1]))
     flow = i0.new_zeros(i0.shape[0], 2, *sizes[-1])
     for s in range(len(sizes) - 1, -1, -1):
-        flow = _one_scale(*levels[s], flow, p)
+        flow = _one_scale(*levels[s], flow, p, iteration)
         if s > 0:
             finer = sizes[s - 1]
             flow = _resize(flow, finer, sizes[s][0] / finer[0], sizes[s][1] / finer[1])
@@ -172,7 +177,28 @@ def _warp(images: Tensor, flow: Tensor) -> Tensor:
     return sampled.to(images.dtype)
 
 
-def _one_scale(i0: Tensor, i1: Tensor, u: Tensor, p: Mapping) -> Tensor:
+def _iteration(u, px, py, rho_c, grad_i, bound, down, onto, theta: float, taut: float):
+    """One primal-dual step (OpenCV's estimateV, divergence, estimateU, forwardGradient,
+    estimateDualVariables): the new flow, the new dual variables, each pair's summed squared
+    change of the flow."""
+    rho = rho_c + (grad_i * u).sum(1, keepdim=True)
+    step = torch.where(rho < -bound, down, torch.where(rho > bound, -down, -rho * onto))
+    new_u = u + step + theta * _divergence(px, py)
+    change = (new_u - u).square().sum((1, 2, 3))
+    ux, uy = _forward_gradient(new_u)
+    norm = 1 + taut * torch.hypot(ux, uy)
+    return new_u, (px + taut * ux) / norm, (py + taut * uy) / norm, change
+
+
+@functools.cache
+def _compiled_iteration():
+    """_iteration through torch.compile: its ~30 element-wise kernels fused into a few, which
+    is what a GPU is short of here (the eager step reads and writes every tensor ~30 times).
+    Compiled once per process; new shapes reuse it (dynamic)."""
+    return torch.compile(_iteration, dynamic=True)
+
+
+def _one_scale(i0: Tensor, i1: Tensor, u: Tensor, p: Mapping, iteration=_iteration) -> Tensor:
     """The flow `u` (N, 2, H, W) refined at one pyramid level (OpenCV's procOneScale)."""
     n, _, h, w = u.shape
     limit = p["epsilon"] ** 2 * h * w  # OpenCV's scaledEpsilon: the summed squared change
@@ -204,14 +230,9 @@ def _one_scale(i0: Tensor, i1: Tensor, u: Tensor, p: Mapping) -> Tensor:
                 running = int(active.sum())
                 if running == 0:
                     break
-                rho = rho_c + (grad_i * u).sum(1, keepdim=True)
-                step = torch.where(rho < -bound, down, torch.where(rho > bound, -down, -rho * onto))
-                new_u = (u + step).add_(_divergence(px, py), alpha=theta)
-                change = (new_u - u).square_().sum((1, 2, 3))
-                ux, uy = _forward_gradient(new_u)
-                norm = torch.hypot(ux, uy).mul_(taut).add_(1)
-                new_px = px.add(ux, alpha=taut).div_(norm)
-                new_py = py.add(uy, alpha=taut).div_(norm)
+                new_u, new_px, new_py, change = iteration(
+                    u, px, py, rho_c, grad_i, bound, down, onto, theta, taut
+                )
                 if running == n:
                     u, px, py, error = new_u, new_px, new_py, change
                 else:  # converged pairs keep their flow and dual variables
