@@ -51,13 +51,13 @@ import pandas as pd
 
 from mespot.errors import UserError
 from mespot.intervals import KEY, REQUIRED_COLUMNS, TYPES, normalise_type, read_intervals
+from mespot.runs import METRICS_FILE, PREDICTIONS_FILE, check_results
 
 FORMATS = ("megc", "str")
 MEGC_COLUMNS = ("vid", "onset", "offset", "type")
 STR_COLUMNS = ("subject", "video", "onset", "offset", "emotion")
 DEFAULT_TYPES = {"megc": TYPES, "str": ("me",)}
 EMOTION_PLACEHOLDER = "unknown"
-PREDICTIONS_FILE = "predictions.csv"
 _ORDER = ["video", "onset", "offset", "type", "subject"]
 
 # Emotion classes of the datasets and of MEGC recognition tasks: never a placeholder.
@@ -143,9 +143,15 @@ def parse_types(types: object) -> tuple[str, ...] | None:
 
 
 def read_predictions(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
-    """Validated predictions.csv files, concatenated; a video in two files is an error."""
+    """Validated predictions.csv files, concatenated; a video in two files is an error, and so
+    is a run's predictions.csv that is not the file its metrics.json scored."""
     tables, owner = [], {}
     for path in paths:
+        beside = Path(path).parent
+        if Path(path).name == PREDICTIONS_FILE and (beside / METRICS_FILE).is_file():
+            problem = check_results(beside)  # a run's file: is it the one its run scored?
+            if problem is not None:
+                raise UserError(problem)
         table = read_intervals(path, scored=True)
         for key in dict.fromkeys(zip(table["subject"], table["video"], strict=True)):
             if key in owner:
@@ -188,6 +194,9 @@ def sweep_predictions(
                 + "; ".join(repr(label) for label in labels)
             )
         chosen = matches[0]
+    corrupt = [f for f in chosen.failed if f.corrupt]
+    if corrupt:  # a damaged fold is an error here, not a fold to leave out with a warning
+        raise UserError(f"fold {corrupt[0].subject}: {corrupt[0].error}")
     files = []
     for fold in sorted(chosen.done, key=lambda f: f.subject):
         path = Path(sweep) / fold.job / PREDICTIONS_FILE

@@ -22,12 +22,12 @@ from mespot.errors import UserError
 from mespot.files import atomic_write_json, atomic_write_text
 from mespot.intervals import TYPES, format_thresholds
 from mespot.metrics import Counts
+from mespot.runs import FAILED_FILE, METRICS_FILE, check_results
 
 log = logging.getLogger(__name__)
 
 FOLD_KEY = "data.test_subject"
 ALL_FOLDS = "all"
-FAILED_FILE = "failed.txt"
 ROWS = (*TYPES, "overall")
 ROW_NAMES = {"mae": "MaE", "me": "ME", "overall": "Overall"}
 
@@ -44,6 +44,8 @@ class Fold:
     error: str | None = None  # failed.txt's last line, or why there are no metrics
     rule: tuple[str, float] | None = None  # (matching, IoU) it was scored with
     finished: float = 0.0  # metrics.json's mtime: the newest of two runs of a fold wins
+    corrupt: bool = False  # its results are unreadable, or do not belong together
+    missed: int = 0  # expressions of uncached videos counted as missed (data.allow_uncached)
 
 
 @dataclass
@@ -126,7 +128,7 @@ class Summary:
                          f"{t['overall'].f1:.4f} |")  # fmt: skip
         for e in self.experiments:
             lines += ["", f"## {e.label}", "", *_counts_table(e.total()), ""]
-            lines += _problems(e)
+            lines += _problems(e, self.sweep)
             lines += ["| Subject | job | thresholds | MaE TP/FP/FN | ME TP/FP/FN | Overall F1 |",
                       "|---|---|---|---|---|---|"]  # fmt: skip
             for f in sorted(e.done, key=lambda f: f.subject):
@@ -149,7 +151,7 @@ class Summary:
                 f"{t['overall'].f1:>10.4f}"
             )
         for e in self.experiments:
-            lines += [f"{e.label}: {line}" for line in _problems(e, markdown=False)]
+            lines += [f"{e.label}: {line}" for line in _problems(e, self.sweep, markdown=False)]
         return "\n".join(lines)
 
 
@@ -170,16 +172,21 @@ def _counts_table(total: dict[str, Counts]) -> list[str]:
     return lines
 
 
-def _problems(e: Experiment, markdown: bool = True) -> list[str]:
-    """Missing and failed folds, each with the command that re-runs it into the sweep."""
+def _problems(e: Experiment, sweep: Path, markdown: bool = True) -> list[str]:
+    """Missing and failed folds, each with the command that re-runs it into the sweep, and
+    folds that counted uncached videos' expressions as missed."""
     rerun = " ".join(["mespot-train", *e.settings])
     lines = []
     for subject in e.missing:
         lines.append(f"MISSING fold {subject}: re-run with `{rerun} {FOLD_KEY}={subject} "
-                     f"hydra.run.dir=<sweep>/rerun-{subject}`")  # fmt: skip
+                     f"hydra.run.dir={sweep / f'rerun-{subject}'}`")  # fmt: skip
     for f in e.failed:
         lines.append(f"FAILED fold {f.subject} (job {f.job}): {f.error}; re-run with `{rerun} "
-                     f"{FOLD_KEY}={f.subject} hydra.run.dir=<sweep>/{f.job}`")  # fmt: skip
+                     f"{FOLD_KEY}={f.subject} hydra.run.dir={sweep / f.job}`")  # fmt: skip
+    for f in e.done:
+        if f.missed:
+            missed = f"{f.missed} expression(s) of uncached videos count as missed"
+            lines.append(f"fold {f.subject}: {missed} (data.allow_uncached; see its metrics.json)")
     for job in e.duplicates:
         lines.append(f"superseded by a newer run of the same fold: job {job}")
     if markdown and lines:
@@ -197,20 +204,25 @@ def read_fold(sweep: Path, job: Path) -> Fold:
     overrides = OmegaConf.to_container(OmegaConf.load(hydra_dir / "overrides.yaml"))
     settings = tuple(sorted(o for o in overrides if not _is_fold_or_hydra(o)))
     fold = Fold(str(job.relative_to(sweep)), str(subject), settings, None)
-    metrics = job / "metrics.json"
+    metrics = job / METRICS_FILE
     if not metrics.is_file():
         failed = job / FAILED_FILE
         lines = failed.read_text().strip().splitlines() if failed.is_file() else []
         fold.error = lines[-1] if lines else "no metrics.json (still running, or killed)"
         return fold
+    problem = check_results(job)
     try:
-        result = json.loads(metrics.read_text())
-        fold.counts = {t: Counts(result[t]["n_pred"], result[t]["n_gt"], result[t]["tp"])
-                       for t in TYPES}  # fmt: skip
-        fold.thresholds = result.get("thresholds")
-        fold.rule = (result["matching"], float(result["iou"]))
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise UserError(f"{metrics}: not a mespot metrics.json ({e})") from e
+        result = json.loads(metrics.read_text()) if problem is None else {}
+        counts = {t: Counts(result[t]["n_pred"], result[t]["n_gt"], result[t]["tp"])
+                  for t in TYPES}  # fmt: skip
+        rule = (result["matching"], float(result["iou"]))
+    except (KeyError, TypeError, ValueError) as e:
+        problem = problem or f"{metrics} is not a mespot metrics.json ({type(e).__name__}: {e})"
+    if problem is not None:  # this fold fails; the others still make the summary
+        fold.error, fold.corrupt = problem, True
+        return fold
+    fold.counts, fold.rule, fold.thresholds = counts, rule, result.get("thresholds")
+    fold.missed = int(result.get("uncached_expressions_missed", 0))
     fold.finished = metrics.stat().st_mtime
     return fold
 

@@ -25,7 +25,6 @@ from torch import Tensor, nn
 import mespot
 from mespot.data.inputs import InputSpec
 from mespot.errors import UserError
-from mespot.files import atomic_write_json, atomic_write_text
 from mespot.intervals import TYPES
 from mespot.metrics import evaluate
 from mespot.models.backbones import FrameEncoder, build_backbone, frame_keys
@@ -34,6 +33,7 @@ from mespot.models.head import SpottingHead, assign_targets, decode, default_ran
 from mespot.models.losses import SpottingLoss
 from mespot.models.motion import MotionEnergy
 from mespot.postprocess import apply_threshold, best_thresholds, postprocess_video
+from mespot.runs import write_results
 
 # Bump when a checkpoint of the previous format can no longer be loaded. 2: a threshold per type;
 # 3: the backbone's gate (model.backbone_warmup) is a linear map, not one number.
@@ -105,12 +105,15 @@ class IntervalSpotter(pl.LightningModule):
         if not self.trainer.is_global_zero:
             return
         out = Path(self.trainer.default_root_dir)
-        atomic_write_text(out / "predictions.csv", predictions.to_csv(index=False))
-        atomic_write_json(out / "metrics.json", {**result.to_dict(), "thresholds": thresholds})
+        metrics = {**result.to_dict(), "thresholds": thresholds,
+                   **self.trainer.datamodule.skipped()}  # fmt: skip
+        write_results(out, predictions, metrics)
 
     def _predictions(self, split: str) -> tuple[pd.DataFrame, pd.DataFrame, list]:
         """Every video of the split: post-processed predictions (unthresholded), ground truth."""
         infos = self.trainer.datamodule.videos[split]
+        # the test subject's uncached videos (data.allow_uncached): their expressions are missed
+        missed = self.trainer.datamodule.uncached[split] if split == "test" else []
         windows: dict[int, list] = {v: [] for v in range(len(infos))}
         for video, start, segments, scores, labels in gather_outputs(self._outputs):
             windows[video].append((start, segments, scores, labels))
@@ -121,8 +124,8 @@ class IntervalSpotter(pl.LightningModule):
             for v, info in enumerate(infos)
         ]  # fmt: skip
         predictions = pd.concat(tables, ignore_index=True)
-        ground_truth = pd.concat([info.ground_truth for info in infos], ignore_index=True)
-        return predictions, ground_truth, [(info.subject, info.video) for info in infos]
+        ground_truth = pd.concat([v.ground_truth for v in infos + missed], ignore_index=True)
+        return predictions, ground_truth, [(v.subject, v.video) for v in infos + missed]
 
     def _log_scores(self, split: str, predictions, ground_truth, videos):
         """Scores of the predictions, logged as e.g. `val/overall_f1`.
@@ -171,6 +174,9 @@ class SpotterModule(IntervalSpotter):
         # plain values only, so checkpoints load with torch.load(weights_only=True)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
         self.make_optimizer, self.make_scheduler = optimizer, scheduler
+        lr = getattr(optimizer, "keywords", {}).get("lr")
+        if lr is not None and not lr > 0:
+            raise UserError(f"model.optimizer.lr={lr}: a learning rate must be above 0")
         options = dict(backbone)
         self.encoder = FrameEncoder(build_backbone(options.pop("name"), in_chans, **options), chunk)
         colours = 3 if (preprocessing or {}).get("colour") == "rgb" else 1
@@ -280,6 +286,12 @@ class SpotterModule(IntervalSpotter):
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         losses, *_ = self._losses(batch)
+        if not torch.isfinite(losses["loss"]):  # a diverged model's epochs must not be kept
+            raise UserError(
+                f"training diverged: the loss is {float(losses['loss'])} at epoch "
+                f"{self.current_epoch}, step {self.global_step}; no results are written (lower "
+                "model.optimizer.lr, or check the inputs)"
+            )
         self._log_losses("train", losses, len(batch["x"]))
         return losses["loss"]
 

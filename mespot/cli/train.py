@@ -24,17 +24,23 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from mespot import tracking
 from mespot.cli.common import CONFIG_PATH, compose_train, exit_on_user_error, preprocessing_settings
 from mespot.data import cache
-from mespot.data.datamodule import SpottingDataModule, input_settings, read_cache
+from mespot.data.datamodule import (
+    SpottingDataModule,
+    input_settings,
+    refuse_unfinished,
+    scan_cache,
+)
 from mespot.errors import UserError
 from mespot.files import atomic_write_text
-from mespot.loso import ALL_FOLDS, FAILED_FILE, FOLD_KEY
+from mespot.loso import ALL_FOLDS, FOLD_KEY
 from mespot.parallel import claim_gpu, fold_threads
+from mespot.runs import FAILED_FILE, set_aside_previous, write_failed
 
 log = logging.getLogger(__name__)
 
 FOLD_KEYS = ("test_subject", "val_subjects", "window", "stride", "use_flow", "frame_diffs",
              "rest_span", "batch_size", "num_workers", "positive_fraction", "augment",
-             "time_scale")  # fmt: skip
+             "time_scale", "allow_uncached")  # fmt: skip
 
 
 def cache_folder_of(cfg: DictConfig):
@@ -67,7 +73,11 @@ def expand_all_folds(argv: list[str]) -> list[str]:
     fixed = [o.input_line for o in overrides
              if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")]  # fmt: skip
     cfg = compose_train(fixed)
-    subjects = sorted({info.subject for info in read_cache(cache_folder_of(cfg))})
+    folder = cache_folder_of(cfg)
+    finished, unfinished = scan_cache(folder)
+    if not cfg.data.allow_uncached:  # once for the sweep, rather than in every fold
+        refuse_unfinished(folder, unfinished, len(finished) + len(unfinished))
+    subjects = sorted({info.subject for info in finished + unfinished})
     return [f"{FOLD_KEY}={','.join(subjects)}" if a == target else a for a in argv]
 
 
@@ -137,19 +147,32 @@ def task(cfg: DictConfig) -> dict | float | None:
     out = Path(cfg.paths.output_dir)
     failed = True
     try:
+        # first: nothing an earlier run left here can pass for this one's results
+        set_aside_previous(out, keep=_resumed_from(out, cfg.ckpt_path))
         _prepare(cfg, multirun)
         atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         result = run_fold(cfg)
         failed = False
         return result
     except Exception as e:
+        write_failed(out, f"error: {e}" if isinstance(e, UserError) else traceback.format_exc())
         if not multirun or cfg.optimized_metric:  # a sweeper must see the trial fail
             raise
-        atomic_write_text(out / FAILED_FILE, traceback.format_exc())
-        log.error("fold %s failed: %s (traceback: %s)", cfg.data.test_subject, e, out / FAILED_FILE)
+        log.error("fold %s failed: %s (%s)", cfg.data.test_subject, e, out / FAILED_FILE)
         return None
+    except BaseException:  # Ctrl-C: Lightning cleans up, then exits
+        write_failed(out, "interrupted before it finished")
+        raise
     finally:
         tracking.finish_run(failed)
+
+
+def _resumed_from(out: Path, ckpt_path: str | None) -> tuple[str, ...]:
+    """What a run resuming from a checkpoint inside its own folder keeps there: the
+    checkpoints (it resumes from them) and the logger's curves (it goes on writing them)."""
+    if ckpt_path and out.resolve() in Path(ckpt_path).resolve().parents:
+        return ("checkpoints", "csv")
+    return ()
 
 
 def main() -> None:

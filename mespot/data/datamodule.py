@@ -8,6 +8,7 @@ RAM does not grow with the dataset.
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from mespot.data.windows import clip_to_window, to_cached_indices, window_starts
 from mespot.errors import UserError
 from mespot.intervals import TYPES
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class VideoInfo:
@@ -42,30 +45,60 @@ class VideoInfo:
     ground_truth: pd.DataFrame  # the same intervals in the dataset's frame numbers
 
 
-def read_cache(folder: str | Path) -> list[VideoInfo]:
-    """Every finished video of a cache folder, with its ground truth."""
+def scan_cache(folder: str | Path) -> tuple[list[VideoInfo], list[VideoInfo]]:
+    """(finished, unfinished) videos of a cache folder, with their ground truth.
+
+    Unfinished videos are those its videos.csv lists without a finished cache (their
+    preprocessing failed, or has not reached them yet): they hold no frames (`n_frames` 0), only
+    their ground truth, so that a fold can count it as missed rather than lose it.
+    """
     folder = Path(folder)
     if not (folder / "intervals.csv").is_file():
         raise UserError(f"{folder}: not a mespot cache folder (run mespot-preprocess first)")
     intervals = pd.read_csv(folder / "intervals.csv", dtype={"subject": str, "video": str})
     videos = pd.read_csv(folder / "videos.csv", dtype={"subject": str, "video": str})
-    infos = []
+    finished, unfinished = [], []
     for row in videos.itertuples(index=False):
         where = cache.video_folder(folder, row.subject, row.video)
+        gt = intervals[(intervals["subject"] == row.subject) & (intervals["video"] == row.video)]
+        gt = gt.reset_index(drop=True)
         if not cache.is_done(where):
+            nothing = np.zeros((0, 2), np.int64), np.zeros(0, np.int64)
+            unfinished.append(VideoInfo(row.subject, row.video, where, 0, float(row.fps), [],
+                                        *nothing, gt))  # fmt: skip
             continue
         meta = json.loads((where / "meta.json").read_text())
-        gt = intervals[(intervals["subject"] == row.subject) & (intervals["video"] == row.video)]
         segments = to_cached_indices(gt[["onset", "offset"]].to_numpy(), meta["source_frames"])
-        labels = gt["type"].map(TYPES.index).to_numpy()
+        labels = gt["type"].map(TYPES.index).to_numpy(dtype=np.int64)  # also when empty
         n = len(meta["source_frames"])
-        infos.append(
+        finished.append(
             VideoInfo(row.subject, row.video, where, n, meta["source_fps"], meta["source_frames"],
-                      segments, labels, gt.reset_index(drop=True))
+                      segments, labels, gt)
         )  # fmt: skip
-    if not infos:
+    return finished, unfinished
+
+
+def read_cache(folder: str | Path) -> list[VideoInfo]:
+    """Every finished video of a cache folder, with its ground truth."""
+    finished, _ = scan_cache(folder)
+    if not finished:
         raise UserError(f"{folder}: no finished videos in the cache")
-    return infos
+    return finished
+
+
+def refuse_unfinished(folder: str | Path, unfinished: list[VideoInfo], total: int) -> None:
+    """A fold on part of the data would score a subset as if it were the whole: it stops,
+    naming the videos, unless the user has chosen to go on (`data.allow_uncached`)."""
+    if not unfinished:
+        return
+    names = ", ".join(f"{v.subject}/{v.video}" for v in unfinished[:8])
+    more = f" and {len(unfinished) - 8} more" if len(unfinished) > 8 else ""
+    raise UserError(
+        f"{folder}: {len(unfinished)} of {total} videos are not cached ({names}{more}): "
+        "preprocessing failed on them or has not finished; run the same mespot-preprocess "
+        "command again (it resumes and names why a video fails), or set "
+        "data.allow_uncached=true to go on with their expressions counted as missed"
+    )
 
 
 def split_subjects(
@@ -180,6 +213,12 @@ class WindowDataset(Dataset):
             parts["rest"] = self._rest_face(v).distance(shown, positions)
         if self.use_flow:  # pixels per frame shown: a faster play moves further per frame
             parts["flow"] = np.asarray(video.flow[positions])
+            if not np.isfinite(parts["flow"]).all():
+                raise UserError(
+                    f"{self.videos[v].folder / 'flow.npy'}: NaN or inf in the flow of frames "
+                    f"{positions[0]}-{positions[-1]}: the cache is damaged; delete "
+                    f"{self.videos[v].folder} and run mespot-preprocess again"
+                )
         segments, labels = self._targets(v, start, scale)
         return {
             **{
@@ -279,21 +318,46 @@ class SpottingDataModule(pl.LightningDataModule):
         frame_diffs: Sequence[int] = (),
         rest_span: int = 0,
         time_scale: Sequence[float] | None = None,
+        allow_uncached: bool = False,
         seed: int = 0,
     ):
         super().__init__()
+        _check_at_least(1, batch_size=batch_size, window=window, stride=stride)
+        _check_at_least(0, num_workers=num_workers, val_subjects=val_subjects)
+        if positive_fraction is not None and not 0 <= positive_fraction <= 1:
+            raise UserError(
+                f"data.positive_fraction={positive_fraction}: give a share from 0 to 1, or null "
+                "to draw windows as they come"
+            )
         self.save_hyperparameters()
         self.videos: dict[str, list[VideoInfo]] = {}
+        self.uncached: dict[str, list[VideoInfo]] = {}  # per split: left out, not cached
 
     def setup(self, stage: str | None = None) -> None:
         if self.videos:
             return
         hp = self.hparams
-        infos = read_cache(hp.cache_folder)
-        subjects = sorted({v.subject for v in infos})
+        finished, unfinished = scan_cache(hp.cache_folder)
+        if not hp.allow_uncached:
+            refuse_unfinished(hp.cache_folder, unfinished, len(finished) + len(unfinished))
+        subjects = sorted({v.subject for v in finished + unfinished})
         train, val = split_subjects(subjects, str(hp.test_subject), hp.val_subjects, hp.seed)
-        pick = lambda names: [v for v in infos if v.subject in names]  # noqa: E731
-        self.videos = {"train": pick(train), "val": pick(val), "test": pick([hp.test_subject])}
+        splits = {"train": train, "val": val, "test": [str(hp.test_subject)]}
+        for split, names in splits.items():
+            self.videos[split] = [v for v in finished if v.subject in names]
+            self.uncached[split] = [v for v in unfinished if v.subject in names]
+            if not self.videos[split]:
+                raise UserError(
+                    f"{hp.cache_folder}: no cached video of the {split} subject(s) "
+                    f"{', '.join(names)}: nothing to {_USE[split]}"
+                )
+        if unfinished:
+            log.warning(
+                "data.allow_uncached: %d uncached video(s) left out (%s); the test subject's "
+                "%d expression(s) among them count as missed",
+                len(unfinished), self.skipped()["uncached_videos"],
+                self.skipped()["uncached_expressions_missed"],
+            )  # fmt: skip
         self.datasets = {
             split: WindowDataset(videos, hp.window, hp.stride, hp.use_flow,
                                  augment=hp.augment and split == "train", seed=hp.seed,
@@ -304,6 +368,15 @@ class SpottingDataModule(pl.LightningDataModule):
         # The first training window, read once: an unreadable cache fails here, before a model
         # is built, and the recorded results' augmentation draws begin after this one.
         self.datasets["train"][0]
+
+    def skipped(self) -> dict:
+        """What the fold leaves out, for metrics.json: the uncached videos of each split, and
+        how many of the test subject's expressions they hold (counted as missed)."""
+        return {
+            "uncached_videos": {split: [f"{v.subject}/{v.video}" for v in videos]
+                                for split, videos in self.uncached.items() if videos},
+            "uncached_expressions_missed": sum(len(v.ground_truth) for v in self.uncached["test"]),
+        }  # fmt: skip
 
     @property
     def spec(self) -> InputSpec:
@@ -344,6 +417,16 @@ class SpottingDataModule(pl.LightningDataModule):
             persistent_workers=self.hparams.num_workers > 0,
             multiprocessing_context=_worker_start_method() if self.hparams.num_workers else None,
         )
+
+
+def _check_at_least(least: int, **settings) -> None:
+    """Impossible data settings, named before any work."""
+    for name, value in settings.items():
+        if int(value) != value or value < least:
+            raise UserError(f"data.{name}={value}: give a whole number of at least {least}")
+
+
+_USE = {"train": "train on", "val": "choose the epoch and thresholds on", "test": "test"}
 
 
 def _worker_start_method() -> str | None:
