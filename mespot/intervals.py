@@ -8,7 +8,9 @@ the line and what is wrong.
 
 from __future__ import annotations
 
+import csv
 import os
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -99,40 +101,61 @@ def _read_table(
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """All cells as stripped text, blank lines dropped, with each row's line number in the file.
 
+    Column names are matched in any case, so two that differ only in case are as ambiguous as
+    two spelled alike: an error, like a row with more or fewer fields than the header names.
     Subject and video, when required, may not be empty.
     """
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
-    try:
-        table = pd.read_csv(
-            path, dtype=str, keep_default_na=False, skipinitialspace=True, skip_blank_lines=False
-        )
-    except pd.errors.EmptyDataError:
-        raise UserError(f"{path}: empty file, expected a header row {','.join(required)}") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not a readable CSV file ({str(e).strip()})") from None
-    table.columns = [str(c).strip().lower() for c in table.columns]
-    missing = [c for c in required if c not in table.columns]
+    header, rows, lines = _csv_rows(path, required)
+    names = [name.lower() for name in header]
+    twice = sorted(n for n, k in Counter(names).items() if n and k > 1)
+    if twice:
+        spellings = ", ".join(h for h in header if h.lower() == twice[0])
+        raise UserError(f"{path} line 1: column {twice[0]!r} appears more than once ({spellings})")
+    missing = [c for c in required if c not in names]
     if missing:
         raise UserError(
-            f"{path}: missing column(s) {', '.join(missing)}; "
-            f"found {', '.join(table.columns) or 'none'}"
+            f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(names) or 'none'}"
         )
-    table = table.apply(lambda col: col.str.strip())
-    lines = np.arange(len(table)) + 2  # the header is line 1
-    blank = (table == "").all(axis=1).to_numpy()
-    table, lines = table[~blank].reset_index(drop=True), lines[~blank]
+    for cells, line in zip(rows, lines, strict=True):
+        if len(cells) != len(names):
+            raise UserError(
+                f"{path} line {line}: {len(cells)} fields where the header names {len(names)}"
+            )
+    table = pd.DataFrame(rows, columns=names, dtype=str)
     for column in KEY:
         if column in required:
             _fail_on(path, lines, table[column] == "", f"empty {column}")
     return table, lines
 
 
+def _csv_rows(path: Path, required) -> tuple[list[str], list[list[str]], np.ndarray]:
+    """The header's names and the non-blank rows below it, every cell stripped, and the line
+    number of each row."""
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            rows = [([cell.strip() for cell in row], reader.line_num) for row in reader]
+    except (csv.Error, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not a readable CSV file ({e})") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read it ({e.strerror})") from None
+    rows = [(cells, line) for cells, line in rows if any(cells)]
+    if not rows:
+        raise UserError(f"{path}: empty file, expected a header row {','.join(required)}")
+    (header, _), body = rows[0], rows[1:]
+    return header, [cells for cells, _ in body], np.array([line for _, line in body], dtype=int)
+
+
 def _frame_numbers(path: Path, lines: np.ndarray, text: pd.Series, column: str) -> pd.Series:
     _fail_on(path, lines, text == "", f"empty {column}")
     values = pd.to_numeric(text, errors="coerce")
     _fail_on(
-        path, lines, values.isna(), lambda i: f"{column} {text.iat[i]!r} is not a frame number"
+        path,
+        lines,
+        ~np.isfinite(values),
+        lambda i: f"{column} {text.iat[i]!r} is not a frame number",
     )
     _fail_on(
         path,
@@ -146,7 +169,7 @@ def _frame_numbers(path: Path, lines: np.ndarray, text: pd.Series, column: str) 
 
 def _scores(path: Path, lines: np.ndarray, text: pd.Series) -> pd.Series:
     values = pd.to_numeric(text, errors="coerce")
-    _fail_on(path, lines, values.isna(), lambda i: f"score {text.iat[i]!r} is not a number")
+    _fail_on(path, lines, ~np.isfinite(values), lambda i: f"score {text.iat[i]!r} is not a number")
     return values.astype(float)
 
 

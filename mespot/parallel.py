@@ -24,9 +24,11 @@ def one_thread() -> None:
     cv2.setNumThreads(1)
 
 
-def video_pool(workers: int) -> ProcessPoolExecutor:
-    """Parallel over videos: one process each, single-threaded inside."""
-    return ProcessPoolExecutor(workers, mp_context=_SPAWN, initializer=one_thread)
+def video_pool(workers: int, initializer=one_thread, initargs=()) -> ProcessPoolExecutor:
+    """Parallel over videos: one process each, single-threaded inside (an `initializer` of
+    its own calls one_thread)."""
+    return ProcessPoolExecutor(workers, mp_context=_SPAWN, initializer=initializer,
+                               initargs=initargs)  # fmt: skip
 
 
 def available_cores() -> int:

@@ -77,6 +77,11 @@ def test_headers_are_trimmed_and_case_insensitive(tmp_path):
         ),
         ("subject,video,onset,offset,type\ns1,v1,1,10,blink\n", "line 2: unknown type 'blink'"),
         ("subject,video,onset,offset,type\ns1,,1,10,me\n", "line 2: empty video"),
+        ("subject,video,onset,offset,offset,type\ns1,v1,1,10,12,me\n", "line 1: column 'offset'"),
+        ("subject,video,ONSET,onset,offset,type\ns1,v1,1,1,2,me\n", r"more than once \(ONSET, "),
+        ("subject,video,onset,offset,type\ns1,v1,1,10,me,x\n", "line 2: 6 fields where the hea"),
+        ("subject,video,onset,offset,type\ns1,v1,1,10\n", "line 2: 4 fields where the header"),
+        ("subject,video,onset,offset,type\ns1,v1,inf,10,me\n", "line 2: onset 'inf' is not a"),
         (
             "subject,video,onset,offset,type\ns1,v1,1,10,me\n\ns1,v1,x,1,me\ns1,v1,y,1,me\n",
             r"line 4: onset 'x' is not a frame number \(and 1 more row\(s\)\)",
@@ -88,9 +93,10 @@ def test_bad_input_names_file_line_and_problem(tmp_path, text, message):
         read_intervals(write(tmp_path, text))
 
 
-def test_bad_score_names_the_line(tmp_path):
-    path = write(tmp_path, "subject,video,onset,offset,type,score\ns1,v1,1,10,me,high\n")
-    with pytest.raises(UserError, match="line 2: score 'high' is not a number"):
+@pytest.mark.parametrize("score", ["high", "nan", "inf", "-inf"])
+def test_bad_score_names_the_line(tmp_path, score):
+    path = write(tmp_path, f"subject,video,onset,offset,type,score\ns1,v1,1,10,me,{score}\n")
+    with pytest.raises(UserError, match=f"line 2: score '{score}' is not a number"):
         read_intervals(path, scored=True)
 
 

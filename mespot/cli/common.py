@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -34,25 +35,69 @@ def compose_train(overrides=(), return_hydra_config: bool = False):
 OmegaConf.register_new_resolver("repo_dir", lambda: str(REPO_DIR), replace=True)
 
 
+def full_errors() -> bool:
+    """`HYDRA_FULL_ERROR=1` in the environment: every error keeps its traceback, a user's
+    mistake and Ctrl-C too (for debugging mespot itself), as Hydra's own errors do."""
+    return os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
 def exit_on_user_error(task: Callable) -> Callable:
-    """Turn a UserError or a missing `???` setting into one line on stderr and exit status 2."""
+    """Turn a UserError or a missing `???` setting into one line on stderr and exit status 2
+    (with `HYDRA_FULL_ERROR=1`, a traceback instead)."""
 
     @functools.wraps(task)
     def wrapper(*args, **kwargs):
         try:
             return task(*args, **kwargs)
         except UserError as e:
+            if full_errors():
+                raise
             message = str(e)
         except InstantiationException as e:  # a UserError raised while building from a config
-            if not isinstance(e.__cause__, UserError):
+            if not isinstance(e.__cause__, UserError) or full_errors():
                 raise
             message = str(e.__cause__)
         except MissingMandatoryValue as e:
+            if full_errors():
+                raise
             message = f"{e.full_key} is required: add {e.full_key}=… to the command"
         print(f"error: {message}", file=sys.stderr)
         raise SystemExit(2)
 
     return wrapper
+
+
+def exit_on_interrupt(message: str) -> Callable:
+    """Ctrl-C as one line, `interrupted: <message>`, and the shell's status for it, 130: for a
+    task that leaves nothing half-written when interrupted (the message says what is kept)."""
+
+    def decorate(task: Callable) -> Callable:
+        @functools.wraps(task)
+        def wrapper(*args, **kwargs):
+            try:
+                return task(*args, **kwargs)
+            except KeyboardInterrupt:
+                if full_errors():
+                    raise
+                print(f"interrupted: {message}", file=sys.stderr)
+                raise SystemExit(130) from None
+
+        return wrapper
+
+    return decorate
+
+
+def output_file(setting: str, value, example: str) -> Path:
+    """The file a setting such as `out=` names, refused before any work when it cannot be one:
+    an existing folder (the message suggests the `example` file name in it), or a path below a
+    file."""
+    path = Path(value)
+    if path.is_dir():
+        raise UserError(f"{setting}={value} is a folder; give a file: {setting}={path / example}")
+    below = next((p for p in path.parents if p.exists()), None)
+    if below is not None and not below.is_dir():
+        raise UserError(f"{setting}={value}: {below} is a file, not a folder")
+    return path
 
 
 def read_dataset(data) -> Annotations:

@@ -7,6 +7,7 @@ from omegaconf import DictConfig
 
 from mespot.cli.common import (
     CONFIG_PATH,
+    exit_on_interrupt,
     exit_on_user_error,
     preprocessing_settings,
     read_dataset,
@@ -16,6 +17,9 @@ from mespot.data.preprocess import preprocess
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="preprocess")
 @exit_on_user_error
+@exit_on_interrupt(
+    "preprocessing stopped (finished videos are kept; run the same command to resume)"
+)
 def main(cfg: DictConfig) -> None:
     annotations = read_dataset(cfg.data)
     settings = preprocessing_settings(cfg)

@@ -13,6 +13,8 @@ a later run or the DataModule would read as finished.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -58,7 +60,8 @@ def load_video(video_dir: Path) -> CachedVideo:
 
 
 class VideoWriter:
-    """Fills frames.npy and flow.npy frame by frame; `commit` makes the video count as done."""
+    """Fills frames.npy and flow.npy frame by frame; `commit` makes the video count as done,
+    `abandon` (or any error inside `with VideoWriter(…)`) leaves nothing of it behind."""
 
     def __init__(self, video_dir: Path, n_frames: int, frame_shape: tuple[int, ...]):
         video_dir.mkdir(parents=True, exist_ok=True)
@@ -67,12 +70,25 @@ class VideoWriter:
             stale.unlink()
         self.dir = video_dir
         size = frame_shape[:2]
-        self.frames = self._open("frames.npy", np.uint8, (n_frames, *frame_shape))
-        self.flow = self._open("flow.npy", np.float16, (n_frames, *size, 2))
+        try:
+            self.frames = self._open("frames.npy", np.uint8, (n_frames, *frame_shape))
+            self.flow = self._open("flow.npy", np.float16, (n_frames, *size, 2))
+        except BaseException:
+            self.abandon()
+            raise
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, error_type, error, traceback) -> None:
+        if error_type is not None:
+            self.abandon()
 
     def _open(self, name: str, dtype, shape) -> np.ndarray:
         path = self.dir / (name + PARTIAL)
-        return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+        array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+        _reserve(path)
+        return array
 
     def commit(self, meta: dict) -> None:
         for name, array in (("frames.npy", self.frames), ("flow.npy", self.flow)):
@@ -80,3 +96,26 @@ class VideoWriter:
             os.replace(self.dir / (name + PARTIAL), self.dir / name)
         del self.frames, self.flow
         atomic_write_json(self.dir / "meta.json", {"format": FORMAT_VERSION, **meta})
+
+    def abandon(self) -> None:
+        """Remove the unfinished arrays (a failed or interrupted video): no half video stays."""
+        for name in ("frames", "flow"):
+            vars(self).pop(name, None)  # the memory maps
+        for partial in self.dir.glob(f"*{PARTIAL}"):
+            partial.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # kept when it holds more (an earlier, whole video)
+            self.dir.rmdir()
+
+
+def _reserve(path: Path) -> None:
+    """Claim the whole file's disk space now. A full disk then fails here as ENOSPC, an error
+    the run reports by name, where a write through the memory map into a sparse file would kill
+    the process with SIGBUS."""
+    if not hasattr(os, "posix_fallocate"):  # macOS: no such call
+        return
+    with open(path, "r+b") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # else: cannot reserve, so
+                raise  # the writes find out

@@ -2,17 +2,25 @@
 
 Videos are processed in parallel (one process each, OpenCV single-threaded inside) and streamed:
 one frame in memory at a time plus the `flow_step` previous ones. A finished video is skipped on
-the next run; a failed one is reported with the file that broke it while the others go on.
+the next run; a failed one is reported with the file that broke it while the others go on, and
+leaves nothing in the cache. A full disk stops the run, and so does Ctrl-C: every worker stops at
+its next frame and removes its unfinished video.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
+import multiprocessing
 import os
+import shutil
+import signal
+import threading
 import time
 from collections import deque
 from concurrent.futures import as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,11 +36,14 @@ from mespot.data.frames import FrameList
 from mespot.data.tables import Annotations
 from mespot.errors import UserError
 from mespot.files import atomic_write_json, atomic_write_text
-from mespot.parallel import video_pool
+from mespot.parallel import one_thread, video_pool
 
 log = logging.getLogger(__name__)
 
 COLOURS = ("grey", "rgb")
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # disk full, quota spent, file-size limit
+JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
+JPEG_TAIL = 1024  # bytes read at a JPEG's end to find its end marker
 
 
 @dataclass(frozen=True)
@@ -95,7 +106,7 @@ class Job:
 class Result:
     subject: str
     video: str
-    status: str  # done | skipped | failed
+    status: str  # done | skipped | failed | interrupted
     frames: int = 0
     seconds: float = 0.0
     error: str = ""
@@ -152,10 +163,17 @@ def preprocess(
     folder = cache.cache_folder(
         cache_dir, annotations.dataset, settings.key(annotations.dataset, root)
     )
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(folder / "settings.json", settings.key(annotations.dataset, root))
-    atomic_write_text(folder / "intervals.csv", annotations.intervals.to_csv(index=False))
-    atomic_write_text(folder / "videos.csv", annotations.videos.to_csv(index=False))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(folder / "settings.json", settings.key(annotations.dataset, root))
+        atomic_write_text(folder / "intervals.csv", annotations.intervals.to_csv(index=False))
+        atomic_write_text(folder / "videos.csv", annotations.videos.to_csv(index=False))
+    except OSError as e:
+        if e.errno in NO_SPACE:
+            raise disk_full(folder, e) from None
+        raise UserError(
+            f"paths.cache_dir={cache_dir}: cannot write the cache folder {folder} ({e.strerror})"
+        ) from None
 
     results, jobs = [], []
     for row in annotations.videos.itertuples(index=False):
@@ -171,8 +189,16 @@ def preprocess(
             jobs.append(Job(row.subject, row.video, frame_list, float(row.fps), out))
 
     start = time.perf_counter()
-    results += _run(jobs, settings, workers or os.cpu_count() or 1, progress)
+    results += _run(jobs, settings, folder, workers or os.cpu_count() or 1, progress)
     return Report(folder, results, time.perf_counter() - start)
+
+
+def disk_full(where: Path, error: OSError | str) -> UserError:
+    """The one line for a disk (or quota, or file-size limit) that takes no more."""
+    return UserError(
+        f"disk full writing {where} ({error}): free space, then run the same command to resume "
+        "(finished videos are kept)"
+    )
 
 
 def progress_columns() -> tuple:
@@ -187,27 +213,89 @@ def progress_columns() -> tuple:
     )
 
 
-def _run(jobs: list[Job], settings: Settings, workers: int, progress: bool) -> list[Result]:
+def _run(
+    jobs: list[Job], settings: Settings, folder: Path, workers: int, progress: bool
+) -> list[Result]:
     total = sum(len(kept_frames(j.frames, j.source_fps, settings.fps)) for j in jobs)
     results = []
+    stop = multiprocessing.get_context("spawn").Event()
     with Progress(*progress_columns(), disable=not progress) as bar:
         task = bar.add_task("preprocessing", total=total, unit="frames")
         n = min(workers, max(len(jobs), 1))
-        with video_pool(n) as pool:
-            futures = [pool.submit(process_video, job, settings) for job in jobs]
-            for future in as_completed(futures):
-                result = future.result()
-                results.append(result)
-                bar.advance(task, result.frames)
-                if result.status == "failed":
-                    log.warning("%s/%s failed: %s", result.subject, result.video, result.error)
-                if result.disk_full:
-                    pool.shutdown(cancel_futures=True)
-                    raise UserError(
-                        f"disk full: {result.error}; free space and run again "
-                        "(finished videos are kept)"
-                    )
+        with video_pool(n, _start_worker, (stop,)) as pool:
+            with _deaf_to_ctrl_c():  # the workers start here, and inherit it
+                futures = [pool.submit(process_video, job, settings) for job in jobs]
+            try:
+                for future in as_completed(futures):
+                    result = _result(future, jobs, settings, folder)
+                    results.append(result)
+                    bar.advance(task, result.frames)
+                    if result.disk_full:
+                        raise disk_full(cache.video_folder(folder, result.subject, result.video),
+                                        result.error)  # fmt: skip
+                    if result.status == "failed":
+                        log.warning("%s/%s failed: %s", result.subject, result.video, result.error)
+            except BaseException:  # Ctrl-C, a full disk: no worker goes on, none leaves a half
+                _stop_workers(pool, stop)
+                raise
     return results
+
+
+def _result(future, jobs: list[Job], settings: Settings, folder: Path) -> Result:
+    """A video's Result. A worker that died while the disk is (nearly) full was killed writing
+    through a memory map that found no space (file systems that cannot reserve it up front)."""
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        channels = 3 if settings.colour == "rgb" else 1
+        needed = max(len(j.frames.numbers) for j in jobs) * settings.size**2 * (channels + 4)
+        if shutil.disk_usage(folder).free < needed:
+            raise disk_full(folder, "a worker died writing its arrays") from None
+        raise
+
+
+_stop = None  # in a worker: the main process's request to stop (see _start_worker)
+
+
+def _start_worker(stop) -> None:
+    """A worker process: one thread, deaf to Ctrl-C from its start (see _run). The main process
+    hears it and sets `stop`, which every worker checks after each frame, so each removes its
+    own unfinished video."""
+    global _stop
+    one_thread()
+    _stop = stop
+
+
+class Interrupted(Exception):
+    """The main process asked this worker to stop (Ctrl-C)."""
+
+
+def _check_stop() -> None:
+    if _stop is not None and _stop.is_set():
+        raise Interrupted
+
+
+def _stop_workers(pool, stop) -> None:
+    """Stop every worker at its next frame and wait for them (a frame's time); a second Ctrl-C
+    meanwhile is ignored, so the wait ends as cleanly as the first one asked."""
+    stop.set()
+    with _deaf_to_ctrl_c():
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def _deaf_to_ctrl_c():
+    """SIGINT ignored inside; processes started meanwhile keep ignoring it (Python leaves an
+    ignored SIGINT alone), so a Ctrl-C at the terminal, which reaches every process of the
+    group, interrupts the main process alone. Only the main thread may set signal handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def kept_frames(frames: FrameList, source_fps: float, fps: float | None) -> list[int]:
@@ -225,8 +313,10 @@ def process_video(job: Job, settings: Settings) -> Result:
     start = time.perf_counter()
     try:
         meta = _process(job, settings)
+    except Interrupted:
+        return Result(job.subject, job.video, "interrupted")
     except Exception as e:  # the run goes on with the other videos
-        full = isinstance(e, OSError) and e.errno == errno.ENOSPC
+        full = isinstance(e, OSError) and e.errno in NO_SPACE
         return Result(job.subject, job.video, "failed", error=str(e), disk_full=full)
     seconds = time.perf_counter() - start
     frames = len(meta["source_frames"])
@@ -245,7 +335,7 @@ def _process(job: Job, settings: Settings) -> dict:
         "source_fps": job.source_fps,
         "fps": settings.fps if settings.fps and settings.fps < job.source_fps else job.source_fps,
     }
-    return encode_video(FolderFrames(job.frames, kept), settings, job.out, meta)
+    return encode_video(FolderFrames(job.frames, kept), settings, job.out, meta, _check_stop)
 
 
 class FolderFrames:
@@ -271,7 +361,8 @@ def encode_video(source, settings: Settings, out: Path, meta: dict, on_frame=Non
 
     `source` has len() and `read(positions, grey)` yielding images in position order (dataset
     folders here, recordings in mespot.spot); `meta` (subject, video, source_frames, …) goes into
-    meta.json with the face box and timings. `on_frame()` is called after each frame (progress).
+    meta.json with the face box and timings. `on_frame()` is called after each frame (progress,
+    or raising to stop). Whatever stops it leaves no array of the video behind.
     """
     n = len(source)
     t0 = time.perf_counter()
@@ -285,7 +376,6 @@ def encode_video(source, settings: Settings, out: Path, meta: dict, on_frame=Non
 
     flow = make_flow(settings.flow_method, settings.flow_params, settings.flow_device)
     shape = (settings.size, settings.size) + ((3,) if settings.colour == "rgb" else ())
-    writer = cache.VideoWriter(out, n, shape)
     previous: deque[np.ndarray] = deque(maxlen=settings.flow_step)
     pairs: list[tuple[np.ndarray, np.ndarray]] = []  # (frame t - flow_step, frame t) to flow
     aligner = None
@@ -295,42 +385,54 @@ def encode_video(source, settings: Settings, out: Path, meta: dict, on_frame=Non
         """The flow of the pairs gathered so far (frames up to `end`), written; its seconds."""
         t1 = time.perf_counter()
         references, frames = (np.stack(side) for side in zip(*pairs, strict=True))
-        writer.flow[end - len(pairs) : end] = flow.pairs(references, frames)
+        written = writer.flow[end - len(pairs) : end]
+        written[:] = flow.pairs(references, frames)
+        _check_finite(written, source, end - len(pairs))
         pairs.clear()
         return time.perf_counter() - t1
 
-    for t, image in enumerate(source.read(range(n), grey=settings.colour == "grey")):
-        if image.shape[:2] != (height, width):
-            raise UserError(
-                f"{source.where(t)}: frame size {image.shape[1]}×{image.shape[0]} differs from "
-                f"the video's {width}×{height}"
-            )
-        if settings.align == "stabilise":
-            full_grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-            aligner = aligner or FaceStabiliser(full_grey, face or box)
-            image = aligner(image, full_grey)
-        face_crop = crop(image, box, settings.size)
-        grey = face_crop if face_crop.ndim == 2 else cv2.cvtColor(face_crop, cv2.COLOR_RGB2GRAY)
-        # frame t - flow_step; the first frames, which have none, take frame 0 (frame 0: zero flow)
-        pairs.append((previous[0] if previous else grey, grey))
-        if len(pairs) == flow.batch:
-            t_flow += flow_pairs(t + 1)
-        writer.frames[t] = face_crop
-        previous.append(grey)
-        if on_frame is not None:
-            on_frame()
-    if pairs:
-        t_flow += flow_pairs(n)
     versions = {"mespot": mespot.__version__, "opencv": cv2.__version__, "numpy": np.__version__}
-    meta = {
-        **meta,
-        "frame_size": [width, height],
-        "face": {"found": face is not None, "detected": face, "crop": list(box)},
-        "seconds": {"face": t_face, "flow": t_flow, "total": time.perf_counter() - t0},
-        "versions": versions,
-    }
-    writer.commit(meta)
+    with cache.VideoWriter(out, n, shape) as writer:  # whatever stops it: no array stays
+        for t, image in enumerate(source.read(range(n), grey=settings.colour == "grey")):
+            if image.shape[:2] != (height, width):
+                raise UserError(
+                    f"{source.where(t)}: frame size {image.shape[1]}×{image.shape[0]} differs "
+                    f"from the video's {width}×{height}"
+                )
+            if settings.align == "stabilise":
+                full_grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+                aligner = aligner or FaceStabiliser(full_grey, face or box)
+                image = aligner(image, full_grey)
+            face_crop = crop(image, box, settings.size)
+            grey = face_crop if face_crop.ndim == 2 else cv2.cvtColor(face_crop, cv2.COLOR_RGB2GRAY)
+            # frame t - flow_step; the first frames, which have none, take frame 0 (zero flow)
+            pairs.append((previous[0] if previous else grey, grey))
+            if len(pairs) == flow.batch:
+                t_flow += flow_pairs(t + 1)
+            writer.frames[t] = face_crop
+            previous.append(grey)
+            if on_frame is not None:
+                on_frame()
+        if pairs:
+            t_flow += flow_pairs(n)
+        meta = {
+            **meta,
+            "frame_size": [width, height],
+            "face": {"found": face is not None, "detected": face, "crop": list(box)},
+            "seconds": {"face": t_face, "flow": t_flow, "total": time.perf_counter() - t0},
+            "versions": versions,
+        }
+        writer.commit(meta)
     return meta
+
+
+def _check_finite(flow: np.ndarray, source, first: int) -> None:
+    """NaN or inf in the flow would reach every loss and score that reads it: the video fails,
+    naming the first frame whose flow holds one."""
+    finite = np.isfinite(flow).reshape(len(flow), -1).all(axis=1)
+    if not finite.all():
+        where = source.where(first + int(np.argmin(finite)))
+        raise UserError(f"the optical flow of {where} holds NaN or inf; the video is not cached")
 
 
 def _face_probe(n_frames: int, count: int) -> list[int]:
@@ -350,10 +452,29 @@ def _path_for_each(frames: FrameList, kept: list[int]) -> list[Path]:
 
 
 def _read(path: Path, grey: bool) -> np.ndarray:
+    if _truncated_jpeg(path):
+        raise UserError(f"frame {path} is truncated (a JPEG without its end marker FF D9)")
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise UserError(f"cannot read frame {path} (missing, unreadable or corrupt image)")
     return from_bgr(image, grey)
+
+
+def _truncated_jpeg(path: Path) -> bool:
+    """A JPEG file that stops before its end-of-image marker. libjpeg decodes one with a mere
+    warning ("Premature end of JPEG file"), the missing rows grey, and it would be cached as a
+    good frame; PNG and BMP decoders fail on a short file instead. Two small reads, so every frame
+    is checked: NUL bytes at the end (padding, or space allocated but never written) are looked
+    past, and a file with other data after its marker is taken as truncated."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(2) != JPEG_START:
+                return False
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(size - JPEG_TAIL, 0))
+            return not f.read().rstrip(b"\0").endswith(JPEG_END)
+    except OSError:
+        return False  # unreadable: cv2.imread says so
 
 
 def from_bgr(image: np.ndarray, grey: bool) -> np.ndarray:

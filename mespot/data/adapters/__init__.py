@@ -8,6 +8,7 @@ same way for all of them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import Counter
 from pathlib import Path
@@ -43,16 +44,28 @@ def load_annotations(
         raise UserError(f"data.name={dataset!r} has no adapter; use one of {', '.join(ADAPTERS)}")
     adapter = ADAPTERS[dataset]
     root = Path(root)
-    source = find_annotation_file(root, adapter.ANNOTATION_FILES, adapter.NAME, annotations)
+    with _folders_read(root):
+        source = find_annotation_file(root, adapter.ANNOTATION_FILES, adapter.NAME, annotations)
     applied: Counter = Counter()
     intervals = clean_rows(adapter.read_rows(source), policies or Policies(), applied)
     notes: list[str] = []
     frames_root = root / (frames_dir or adapter.FRAMES_DIR)
     if frames_root.is_dir():
-        found = adapter.find_videos(frames_root)
+        with _folders_read(frames_root):
+            found = adapter.find_videos(frames_root)
     else:
         warn_frames_absent(frames_root, adapter.NAME)
         found = {}
     videos = video_table(intervals, found, root, adapter.FPS, notes)
     frames = {key: frame_list for key, (_, frame_list) in found.items()}
     return Annotations(dataset, source, intervals, videos, applied, notes, frames)
+
+
+@contextlib.contextmanager
+def _folders_read(top: Path):
+    """A folder under `top` that cannot be listed (no read permission, gone meanwhile) is one
+    line naming it: its videos would otherwise be missing without a word."""
+    try:
+        yield
+    except OSError as e:
+        raise UserError(f"cannot read the folder {e.filename or top} ({e.strerror})") from None
