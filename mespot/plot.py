@@ -2,8 +2,9 @@
 
 One panel per type (MaE on top, ME below) over a time axis in seconds (frames on the top axis):
 the per-frame score curve and the threshold (dashed), each spotted interval as a span shaded by
-its score (TP green, FP red when ground truth is given, scores written above the spans) and the
-ground truth as its own row of spans under the curve (solid: found; low, light: missed).
+its score (TP green, FP red when ground truth is given, scores written above the spans), the
+ground truth as its own row of spans under the curve (solid: found; low, light: missed) and,
+from mespot-spot, the spans without a face (grey, hatched: nothing is spotted there).
 
 TP / FP are decided as mespot-evaluate counts them (`mark_hits`): same type, inclusive-frame
 IoU >= 0.5, one-to-one (`strict`) unless told otherwise, so the colours agree with metrics.json.
@@ -52,6 +53,7 @@ COLOURS = {
     "fp": "tab:red",
     "spotted": "tab:orange",  # no ground truth: nothing to call TP or FP
     "gt": "tab:blue",
+    "no_face": "0.55",
 }
 SPAN = (0.0, 1.0)  # spotted intervals cover the score range
 GT_ROW = (-0.25, 0.17)  # (bottom, height) of the ground-truth row, under the curve
@@ -103,6 +105,7 @@ def timeline(
     title: str = "",
     iou: float = 0.5,
     matching: str = "strict",
+    face_missing: np.ndarray | None = None,
 ) -> Path:
     """Draw one video's timeline and write it atomically to `path`; returns the path.
 
@@ -110,7 +113,9 @@ def timeline(
     score. scores: (T, 2) per-frame MaE and ME scores in [0, 1] at frame numbers `frames` (T,);
     None draws the intervals only. ground_truth: rows onset, offset, type, or None. thresholds:
     {type: score threshold}, each drawn as a dashed line over its panel's score curve.
-    iou / matching: how TP and FP are decided (`mark_hits`). The format follows the suffix
+    iou / matching: how TP and FP are decided (`mark_hits`). face_missing: (N, 2) first and
+    last frame numbers of each span without a face (mespot-spot), drawn as a grey band in every
+    panel. The format follows the suffix
     (.png, .pdf, .svg, …). Frame f is drawn over [f / fps, (f + 1) / fps) seconds, so a
     one-frame interval keeps a width.
     """
@@ -141,7 +146,9 @@ def timeline(
             f"use a file name ending in .png, .pdf or .svg"
         )
     axes = fig.subplots(len(TYPES), 1, sharex=True)
+    no_face = np.asarray([] if face_missing is None else face_missing, np.int64).reshape(-1, 2)
     for k, (ax, kind) in enumerate(zip(axes, TYPES, strict=True)):
+        _no_face(ax, no_face, fps)
         rows = predictions["type"].to_numpy() == kind
         gt_rows = None if ground_truth is None else ground_truth["type"].to_numpy() == kind
         _panel(
@@ -162,7 +169,7 @@ def timeline(
     top.set_xlabel("frame", fontsize=8)
     top.tick_params(labelsize=7)
     fig.legend(
-        handles=_legend(predictions, ground_truth, scores, thresholds, iou),
+        handles=_legend(predictions, ground_truth, scores, thresholds, iou, len(no_face) > 0),
         loc="outside lower center",
         ncols=6,
         fontsize=8,
@@ -242,7 +249,14 @@ def _panel(ax, kind, fps, predictions, hit, ground_truth, found, curve, threshol
     ax.grid(axis="x", lw=0.3, alpha=0.5)
 
 
-def _legend(predictions, ground_truth, scores, thresholds, iou) -> list:
+def _no_face(ax, spans: np.ndarray, fps: float) -> None:
+    """Grey, hatched bands behind everything over the frames without a face."""
+    for first, last in spans:
+        ax.axvspan(first / fps, (last + 1) / fps, facecolor=to_rgba(COLOURS["no_face"], 0.3),
+                   edgecolor=COLOURS["no_face"], hatch="//", linewidth=0, zorder=0)  # fmt: skip
+
+
+def _legend(predictions, ground_truth, scores, thresholds, iou, no_face=False) -> list:
     handles = []
     if scores is not None:
         handles.append(Line2D([], [], lw=0.8, color=COLOURS["curve"], label="per-frame score"))
@@ -271,6 +285,10 @@ def _legend(predictions, ground_truth, scores, thresholds, iou) -> list:
                 label="ground truth, missed (low bar)",
             ),
         ]
+    if no_face:
+        handles.append(Patch(facecolor=to_rgba(COLOURS["no_face"], 0.3),
+                             edgecolor=COLOURS["no_face"], hatch="//",
+                             label="no face: not spotted"))  # fmt: skip
     return handles
 
 

@@ -5,6 +5,15 @@ frame rate, flow method and step, all stored in the checkpoint) into a cache fol
 output folder, then through the spotter window by window, and the same post-processing and
 frozen validation threshold as the test folds. Frame numbers are the recording's own: 0-based
 for a video file, the file numbers for a folder of frames.
+
+Spotting is only as good as the face in the crop, so the face is watched all along (with the
+checkpoint's face detector; `data.face.FaceWatch`): a recording without a face in its first
+frames is refused, and frames where the face is gone (turned away, covered, out of the frame or
+the crop) are reported as face-missing spans, where nothing is spotted. An interval that touches
+such a span is dropped rather than clipped: its scores come from windows that saw the face go or
+come back, the largest motion in the recording, so what is left of it after clipping is most
+likely that motion, not an expression. A checkpoint trained with `face.detector=none` (faces
+cropped beforehand) has no detector to watch with: every frame is taken to show the face.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,20 +36,23 @@ from torch.utils.data import DataLoader
 from mespot.checkpoint import load_spotter
 from mespot.data import cache
 from mespot.data.datamodule import VideoInfo, WindowDataset, collate
+from mespot.data.face import FaceCheck, FaceWatch, crop_box, detect_face
 from mespot.data.frames import FrameList, list_frames
 from mespot.data.preprocess import (
     FolderFrames,
     Settings,
+    _face_probe,
     encode_video,
     from_bgr,
     kept_frames,
     progress_columns,
 )
 from mespot.errors import UserError
+from mespot.files import atomic_write_json
 from mespot.models.backbones import frame_keys
 from mespot.models.head import decode
 from mespot.module import SpotterModule
-from mespot.postprocess import apply_threshold, postprocess_video
+from mespot.postprocess import apply_threshold, postprocess_video, to_source_frames
 
 log = logging.getLogger(__name__)
 
@@ -121,34 +134,133 @@ def open_recording(path: str | Path, fps: float | None = None) -> Recording:
     return Recording(path, list(range(count)), float(rate), None)
 
 
-def _fingerprint(recording: Recording, settings: Settings) -> str:
-    """What decides the cached arrays: the recording (path, size, mtime), its rate, settings."""
+def kept_of(recording: Recording, settings: Settings) -> list[int]:
+    """The recording's frame numbers that preprocessing keeps (all, or those of a lower rate)."""
+    numbers = FrameList(tuple(recording.numbers), ())
+    return kept_frames(numbers, recording.fps, settings.fps)
+
+
+def cached_rate(recording: Recording, settings: Settings) -> float:
+    """The frame rate of the cached frames: the checkpoint's when it resamples to a lower one."""
+    return settings.fps if settings.fps and settings.fps < recording.fps else recording.fps
+
+
+def frames_needed(settings: Settings, inputs: dict) -> int:
+    """The fewest frames a recording can be spotted on: one more than the longest step back
+    that the checkpoint's inputs take (the flow's step, each frame difference's); a single
+    frame never shows a change."""
+    steps = [settings.flow_step] if inputs.get("use_flow", True) else []
+    return max([1, *steps, *inputs.get("frame_diffs", ())]) + 1
+
+
+def check_length(recording: Recording, kept: list[int], needed: int) -> None:
+    """Refuses a recording with fewer kept frames than `needed`, before anything is computed."""
+    if len(kept) >= needed:
+        return
+    frames = f"{len(recording.numbers)} frame(s)"
+    if len(kept) < len(recording.numbers):
+        frames += f", {len(kept)} kept at the checkpoint's frame rate"
+    raise UserError(f"video={recording.path}: {frames}, too short to spot: this checkpoint "
+                    f"needs at least {needed} frames")  # fmt: skip
+
+
+def face_every(seconds, fps: float) -> int:
+    """Frames between two face checks: `seconds` at the cached frame rate, at least one."""
+    try:
+        value = float(seconds)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not 0 <= value < math.inf:
+        raise UserError(f"face_check_every={seconds}: give seconds (0: check every frame)")
+    return max(1, round(value * fps))
+
+
+def _fingerprint(recording: Recording, settings: Settings, every: int) -> str:
+    """What decides the cached arrays and face spans: the recording (path, size, mtime), its
+    rate, the settings and how often the face is checked."""
     stat = recording.path.stat()
     text = json.dumps([str(recording.path.resolve()), stat.st_size, stat.st_mtime_ns,
-                       recording.fps, repr(settings), cv2.__version__])  # fmt: skip
+                       recording.fps, repr(settings), every, cv2.__version__])  # fmt: skip
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+class WatchedFrames:
+    """A recording's frames, passed to preprocessing unchanged, shown to a FaceWatch on the way:
+    the face is checked as the frames are decoded anyway, not in a second pass."""
+
+    def __init__(self, source, watch: FaceWatch):
+        self.source, self.watch = source, watch
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def read(self, positions, grey: bool):
+        positions = list(positions)
+        for position, image in zip(positions, self.source.read(positions, grey), strict=True):
+            self.watch.see(position, image)
+            yield image
+
+    def where(self, position: int) -> str:
+        return self.source.where(position)
+
+
+def face_watch(
+    recording: Recording, kept: list[int], source, settings: Settings, every: int
+) -> FaceWatch | None:
+    """A watch over the face that preprocessing will crop (the same probe frames, the same
+    detector, so the same box); None when the checkpoint has no detector. No face in the
+    probe frames: refused, since the crop would show no face."""
+    if settings.detector == "none":
+        return None
+    probe = _face_probe(len(source), settings.face_frames)
+    frames = list(source.read(probe, grey=True))
+    face = detect_face(frames, settings.detector)
+    if face is None:
+        raise UserError(f"video={recording.path}: no face found in frames {kept[0]}-"
+                        f"{kept[probe[-1]]} (face.detector={settings.detector}, as the checkpoint "
+                        "was trained), where mespot-spot finds the face to crop: start the "
+                        "recording with the face in view")  # fmt: skip
+    height, width = frames[0].shape
+    box = crop_box(face, width, height, settings.margin)
+    return FaceWatch(FaceCheck(face, box, (width, height)), every)
+
+
 def preprocess_recording(
-    recording: Recording, settings: Settings, folder: Path, progress: Progress
-) -> VideoInfo:
-    """The recording's cache video in `folder`, made with the checkpoint's settings; reused when
-    the recording and the settings are unchanged."""
-    numbers = FrameList(tuple(recording.numbers), ())
-    kept = kept_frames(numbers, recording.fps, settings.fps)
-    key = _fingerprint(recording, settings)
-    meta_path = folder / "meta.json"
-    if not (cache.is_done(folder) and json.loads(meta_path.read_text()).get("key") == key):
+    recording: Recording,
+    kept: list[int],
+    settings: Settings,
+    folder: Path,
+    progress: Progress,
+    every: int,
+) -> tuple[VideoInfo, list[list[int]] | None]:
+    """The recording's cache video in `folder`, made with the checkpoint's settings, and the
+    [first, last] positions of each span without the face (None: no face check); both reused
+    when the recording and the settings are unchanged."""
+    key = _fingerprint(recording, settings, every)
+    meta_path, faces_path = folder / "meta.json", folder / "faces.json"
+    if not (cache.is_done(folder) and faces_path.is_file()
+            and json.loads(meta_path.read_text()).get("key") == key
+            and json.loads(faces_path.read_text()).get("key") == key):  # fmt: skip
         shutil.rmtree(folder, ignore_errors=True)
-        task = progress.add_task("preprocessing", total=len(kept), unit="frames")
-        meta = {"subject": "recording", "video": recording.path.stem, "source_frames": kept,
-                "source_fps": recording.fps, "key": key,
-                "fps": settings.fps if settings.fps and settings.fps < recording.fps
-                else recording.fps}  # fmt: skip
+        meta = {
+            "subject": "recording",
+            "video": recording.path.stem,
+            "source_frames": kept,
+            "source_fps": recording.fps,
+            "key": key,
+            "fps": cached_rate(recording, settings),
+        }
         source = recording.source(kept)
+        watch = face_watch(recording, kept, source, settings, every)
+        if watch is not None:
+            source = WatchedFrames(source, watch)
+        task = progress.add_task("preprocessing", total=len(kept), unit="frames")
         encode_video(source, settings, folder, meta, on_frame=lambda: progress.advance(task))
-    return VideoInfo("recording", recording.path.stem, folder, len(kept), recording.fps, kept,
+        missing = None if watch is None else [list(span) for span in watch.missing()]
+        atomic_write_json(faces_path, {"key": key, "every": every, "missing": missing})
+    info = VideoInfo("recording", recording.path.stem, folder, len(kept), recording.fps, kept,
                      np.zeros((0, 2)), np.zeros(0, dtype=int), pd.DataFrame())  # fmt: skip
+    return info, json.loads(faces_path.read_text())["missing"]
 
 
 @torch.no_grad()
@@ -210,23 +322,50 @@ def spot(
     batch_size: int = 4,
     progress: bool = True,
     device: str = "auto",
+    face_check_every: float = 0.25,
 ) -> SpotResult:
     """Spot every expression in a recording; writes nothing but the cache folder in `out`.
-    The model runs on `device` (auto: a CUDA GPU when torch sees one, else the CPU)."""
+    The model runs on `device` (auto: a CUDA GPU when torch sees one, else the CPU); the face
+    is checked every `face_check_every` seconds (and to the frame where it goes or comes back).
+    """
     where = _device(device)
     model = load_spotter(ckpt).to(where)
     # the recording's flow (tvl1_torch) runs where the model does, wherever training ran it
     settings = replace(Settings(**model.hparams.preprocessing), flow_device=where.type)
     recording = open_recording(video, fps)
+    kept = kept_of(recording, settings)
+    check_length(recording, kept, frames_needed(settings, model.hparams.inputs))
+    every = face_every(face_check_every, cached_rate(recording, settings))
+    if settings.detector == "none":
+        log.info(
+            "%s: no face check: the checkpoint was trained with face.detector=none (faces "
+            "cropped beforehand), so every frame is taken to show the face",
+            recording.path,
+        )
     with Progress(*progress_columns(), disable=not progress) as bar:
-        info = preprocess_recording(recording, settings, Path(out) / "cache", bar)
+        info, missing = preprocess_recording(recording, kept, settings, Path(out) / "cache", bar,
+                                             every)  # fmt: skip
         outputs, frame_scores = run_windows(model, info, batch_size, bar)
     thresholds = model.score_thresholds()
     predictions = postprocess_video("recording", info.video, outputs, info.source_frames,
                                     info.source_fps, **model.postprocess)  # fmt: skip
     predictions = apply_threshold(predictions, thresholds)
-    return SpotResult(recording, info, intervals_table(predictions, recording), frame_scores,
-                      thresholds)  # fmt: skip
+    face_missing = to_source_frames(np.array(missing or [], dtype=float).reshape(-1, 2), kept)
+    predictions, dropped = drop_faceless(predictions, face_missing)
+    checked = None if missing is None else every
+    result = SpotResult(recording, info, intervals_table(predictions, recording), frame_scores,
+                        thresholds, checked, face_missing, dropped)  # fmt: skip
+    if len(face_missing):
+        log.warning("%s: %s", recording.path, result.face_summary())
+    return result
+
+
+def drop_faceless(predictions: pd.DataFrame, spans: np.ndarray) -> tuple[pd.DataFrame, int]:
+    """The predictions that touch no span without the face, and how many were dropped."""
+    onset = predictions["onset"].to_numpy()[:, None]
+    offset = predictions["offset"].to_numpy()[:, None]
+    touches = ((onset <= spans[:, 1]) & (offset >= spans[:, 0])).any(axis=1)
+    return predictions[~touches].reset_index(drop=True), int(touches.sum())
 
 
 def _device(name: str) -> torch.device:
@@ -259,3 +398,18 @@ class SpotResult:
     intervals: pd.DataFrame  # COLUMNS
     frame_scores: np.ndarray  # (cached frames, 2): MaE, ME
     thresholds: dict[str, float]  # per type, chosen on the checkpoint's validation subjects
+    face_every: int | None  # cached frames between two face checks; None: no face check
+    face_missing: np.ndarray  # (spans, 2): first and last frame numbers without the face
+    dropped: int  # intervals dropped for touching a face-missing span
+
+    @property
+    def face_missing_frames(self) -> int:
+        return int((self.face_missing[:, 1] - self.face_missing[:, 0] + 1).sum())
+
+    def face_summary(self) -> str:
+        """One line on the frames without the face and what was dropped for them."""
+        spans = ", ".join(f"{a}-{b}" for a, b in self.face_missing[:3].tolist())
+        more = f" and {len(self.face_missing) - 3} more" if len(self.face_missing) > 3 else ""
+        return (f"no face in {self.face_missing_frames} frame(s), {len(self.face_missing)} "
+                f"span(s) (frames {spans}{more}): nothing spotted there, {self.dropped} "
+                "interval(s) touching them dropped (face_missing in intervals.json)")  # fmt: skip

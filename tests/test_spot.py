@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import TINY
+from console import assert_user_error
 
 from mespot.errors import UserError
 from mespot.spot import COLUMNS, spot
@@ -20,10 +21,15 @@ BIN = Path(sys.executable).parent
 FPS = 30.0
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tiny_mock, tmp_path_factory):
+def tiny_checkpoint(tiny_mock, tmp_path_factory) -> Path:
+    """The session's checkpoint of a tiny fold (test subject s16), trained once for every test
+    module that spots (this one, test_spot_faces.py): kept in the session's temporary folder."""
+    logs = tmp_path_factory.getbasetemp() / "spot-checkpoint"
+    found = sorted(logs.glob("train/runs/*/checkpoints/last.ckpt"))
+    if found:
+        return found[0]
     root, cache_dir = tiny_mock
-    logs = tmp_path_factory.mktemp("logs")
+    logs.mkdir(exist_ok=True)
     command = [str(BIN / "mespot-train"), "debug=default", f"data.root={root}",
                f"paths.cache_dir={cache_dir}", f"paths.log_dir={logs}", "data.test_subject=s16",
                "callbacks.progress=null", *TINY]  # fmt: skip
@@ -31,6 +37,11 @@ def checkpoint(tiny_mock, tmp_path_factory):
     assert result.returncode == 0, result.stderr[-3000:]
     (ckpt,) = logs.glob("train/runs/*/checkpoints/last.ckpt")
     return ckpt
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_mock, tmp_path_factory):
+    return tiny_checkpoint(tiny_mock, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +96,10 @@ def test_a_video_file_gives_a_table_of_intervals_in_frames_and_seconds(
     assert len(saved["intervals"]) == len(table)
     assert (tmp_path / "out" / "timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"{len(table)} expression(s) spotted in 5.0 s" in result.stdout
+    # trained with face.detector=none: no face check, said once, every frame spotted on
+    assert result.stderr.count("no face check") == 1, result.stderr
+    assert saved["face_check_every_frames"] is None and saved["face_missing"] == []
+    assert saved["face_missing_frames"] == 0 and saved["dropped_for_face_missing"] == 0
 
 
 def test_the_checkpoints_preprocessing_is_repeated_and_reused(checkpoint, recording, tmp_path):
@@ -110,13 +125,6 @@ def test_a_folder_of_frames_gives_the_same_result_as_the_video_file(
         spot(images, checkpoint, tmp_path / "c", progress=False)
 
 
-def assert_one_line_error(result, *fragments):
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and all(f in errors[0] for f in fragments), result.stderr
-
-
 def test_a_corrupt_or_truncated_checkpoint_is_one_line(checkpoint, recording, tmp_path):
     video, _ = recording
     garbage = tmp_path / "garbage.ckpt"
@@ -125,7 +133,7 @@ def test_a_corrupt_or_truncated_checkpoint_is_one_line(checkpoint, recording, tm
     truncated.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
     for bad in (garbage, truncated):
         result = spot_cli(f"video={video}", f"ckpt={bad}", f"out={tmp_path}", cwd=tmp_path)
-        assert_one_line_error(result, str(bad), "not a readable checkpoint")
+        assert_user_error(result, str(bad), "not a readable checkpoint")
 
 
 class Payload:
@@ -137,23 +145,37 @@ def test_a_checkpoint_with_code_or_of_another_format_is_refused(checkpoint, reco
     with_code = tmp_path / "code.ckpt"
     torch.save({"state_dict": {}, "payload": Payload()}, with_code)
     result = spot_cli(f"video={video}", f"ckpt={with_code}", f"out={tmp_path}", cwd=tmp_path)
-    assert_one_line_error(result, str(with_code), "not loaded for safety")
+    assert_user_error(result, str(with_code), "not loaded for safety")
 
     newer = tmp_path / "newer.ckpt"
     contents = torch.load(checkpoint, weights_only=True)
     contents["mespot"]["format"] = 99
     torch.save(contents, newer)
     result = spot_cli(f"video={video}", f"ckpt={newer}", f"out={tmp_path}", cwd=tmp_path)
-    assert_one_line_error(result, str(newer), "format 99")
+    assert_user_error(result, str(newer), "format 99")
 
 
 def test_an_unreadable_video_is_one_line(checkpoint, tmp_path):
     fake = tmp_path / "holiday.mp4"
     fake.write_text("this is not a video")
     result = spot_cli(f"video={fake}", f"ckpt={checkpoint}", f"out={tmp_path}", cwd=tmp_path)
-    assert_one_line_error(result, str(fake), "video")
+    assert_user_error(result, str(fake), "video")
     result = spot_cli(f"video={tmp_path / 'missing.mp4'}", f"ckpt={checkpoint}", cwd=tmp_path)
-    assert_one_line_error(result, "missing.mp4", "no such file")
+    assert_user_error(result, "missing.mp4", "no such file")
+
+
+def test_a_recording_too_short_to_spot_is_one_line(checkpoint, recording, tmp_path):
+    """One frame shows no change: refused before any preprocessing, naming the minimum."""
+    frame = cv2.imread(str(next(recording[1].iterdir())))
+    video = tmp_path / "still.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), FPS,
+                             frame.shape[1::-1])  # fmt: skip
+    writer.write(frame)
+    writer.release()
+    result = spot_cli(f"video={video}", f"ckpt={checkpoint}", f"out={tmp_path / 'out'}",
+                      cwd=tmp_path)  # fmt: skip
+    assert_user_error(result, str(video), "1 frame(s)", "too short", "at least 2 frames")
+    assert not (tmp_path / "out" / "cache").exists()
 
 
 def test_a_checkpoint_that_reads_frame_differences_gets_them_from_the_recording(

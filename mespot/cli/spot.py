@@ -21,13 +21,18 @@ def main(cfg: DictConfig) -> None:
     out = Path(cfg.out) if cfg.out else Path("spots") / video.stem
     ground_truth = read_intervals(cfg.ground_truth, keyed=False) if cfg.ground_truth else None
     result = spot(video, cfg.ckpt, out, fps=cfg.fps, batch_size=cfg.batch_size,
-                  progress=cfg.progress, device=cfg.device)  # fmt: skip
+                  progress=cfg.progress, device=cfg.device,
+                  face_check_every=cfg.face_check_every)  # fmt: skip
     table = result.intervals
     atomic_write_text(out / "intervals.csv", table.to_csv(index=False))
     atomic_write_json(out / "intervals.json", {
         "video": str(video), "checkpoint": str(cfg.ckpt), "fps": result.recording.fps,
         "frames": len(result.recording.numbers), "thresholds": result.thresholds,
         "intervals": table.to_dict(orient="records"),
+        "face_check_every_frames": result.face_every,  # null: no face check
+        "face_missing": result.face_missing.tolist(),
+        "face_missing_frames": result.face_missing_frames,
+        "dropped_for_face_missing": result.dropped,
     })  # fmt: skip
     written = ["intervals.csv", "intervals.json"]
     if cfg.plot:
@@ -36,6 +41,7 @@ def main(cfg: DictConfig) -> None:
         timeline(out / "timeline.png", predictions=table, fps=result.recording.fps,
                  scores=result.frame_scores, frames=np.asarray(result.info.source_frames),
                  ground_truth=ground_truth, thresholds=result.thresholds,
+                 face_missing=result.face_missing,
                  title=f"{video.name} — {Path(cfg.ckpt).name}")  # fmt: skip
         written.append("timeline.png")
     seconds = len(result.recording.numbers) / result.recording.fps
