@@ -41,8 +41,8 @@ from mespot.data.frames import FrameList, list_frames
 from mespot.data.preprocess import (
     FolderFrames,
     Settings,
-    _face_probe,
     encode_video,
+    face_probe,
     from_bgr,
     kept_frames,
     progress_columns,
@@ -212,7 +212,7 @@ def face_watch(
     probe frames: refused, since the crop would show no face."""
     if settings.detector == "none":
         return None
-    probe = _face_probe(len(source), settings.face_frames)
+    probe = face_probe(len(source), settings.face_frames)
     frames = list(source.read(probe, grey=True))
     face = detect_face(frames, settings.detector)
     if face is None:

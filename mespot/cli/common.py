@@ -52,7 +52,7 @@ def exit_on_user_error(task: Callable) -> Callable:
         except UserError as e:
             if full_errors():
                 raise
-            message = str(e)
+            message = user_message(e)
         except InstantiationException as e:  # a UserError raised while building from a config
             if not isinstance(e.__cause__, UserError) or full_errors():
                 raise
@@ -65,6 +65,16 @@ def exit_on_user_error(task: Callable) -> Callable:
         raise SystemExit(2)
 
     return wrapper
+
+
+def user_message(error: UserError) -> str:
+    """A UserError's own message, also when a DataLoader worker raised it: torch re-raises it
+    in the main process with the worker's traceback in front (`Caught UserError in DataLoader
+    worker process 0. Original Traceback … mespot.errors.UserError: <message>`)."""
+    message, marker = str(error), f"{UserError.__module__}.{UserError.__name__}: "
+    if "Original Traceback" in message and marker in message:
+        return message.rsplit(marker, 1)[1].strip()
+    return message
 
 
 def exit_on_interrupt(message: str) -> Callable:

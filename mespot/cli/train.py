@@ -22,7 +22,13 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mespot import tracking
-from mespot.cli.common import CONFIG_PATH, compose_train, exit_on_user_error, preprocessing_settings
+from mespot.cli.common import (
+    CONFIG_PATH,
+    compose_train,
+    exit_on_user_error,
+    preprocessing_settings,
+    user_message,
+)
 from mespot.data import cache
 from mespot.data.datamodule import (
     SpottingDataModule,
@@ -155,7 +161,8 @@ def task(cfg: DictConfig) -> dict | float | None:
         failed = False
         return result
     except Exception as e:
-        write_failed(out, f"error: {e}" if isinstance(e, UserError) else traceback.format_exc())
+        user = isinstance(e, UserError)
+        write_failed(out, f"error: {user_message(e)}" if user else traceback.format_exc())
         if not multirun or cfg.optimized_metric:  # a sweeper must see the trial fail
             raise
         log.error("fold %s failed: %s (%s)", cfg.data.test_subject, e, out / FAILED_FILE)

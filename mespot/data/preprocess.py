@@ -366,7 +366,7 @@ def encode_video(source, settings: Settings, out: Path, meta: dict, on_frame=Non
     """
     n = len(source)
     t0 = time.perf_counter()
-    probe = list(source.read(_face_probe(n, settings.face_frames), grey=True))
+    probe = list(source.read(face_probe(n, settings.face_frames), grey=True))
     height, width = probe[0].shape
     face = detect_face(probe, settings.detector)
     box = crop_box(face, width, height, settings.margin)
@@ -435,7 +435,7 @@ def _check_finite(flow: np.ndarray, source, first: int) -> None:
         raise UserError(f"the optical flow of {where} holds NaN or inf; the video is not cached")
 
 
-def _face_probe(n_frames: int, count: int) -> list[int]:
+def face_probe(n_frames: int, count: int) -> list[int]:
     """Frames searched for the face: spread over the first two hundred, so a bad first frame or
     two cannot decide the box."""
     return sorted(set(np.linspace(0, min(n_frames, 200) - 1, min(count, n_frames)).astype(int)))
