@@ -21,7 +21,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from mespot import tracking
+from mespot import resume, tracking
 from mespot.cli.common import CONFIG_PATH, compose_train, exit_on_user_error, preprocessing_settings
 from mespot.data import cache
 from mespot.data.datamodule import SpottingDataModule, input_settings, read_cache
@@ -78,6 +78,7 @@ def _instantiate_all(group: DictConfig | None) -> list:
 
 def run_fold(cfg: DictConfig) -> dict | float:
     """Train and test one fold; the metrics, or `optimized_metric` alone for a sweeper."""
+    checkpoint = resume.read(cfg)  # to resume from: fails before any work
     folder = cache_folder_of(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     data = OmegaConf.to_container(cfg.data, resolve=True)  # plain values: checkpoints hold them
@@ -90,6 +91,10 @@ def run_fold(cfg: DictConfig) -> dict | float:
         inputs=input_settings(cfg.data),
         _convert_="all",
     )
+    resume.check(cfg, checkpoint, model, datamodule, list(HydraConfig.get().overrides.task))
+    # after the check: a resume that cannot go on leaves its run folder as it was
+    config = OmegaConf.to_yaml(cfg, resolve=True)
+    atomic_write_text(Path(cfg.paths.output_dir) / "config.yaml", config)
     callbacks, loggers = _instantiate_all(cfg.get("callbacks")), _instantiate_all(cfg.get("logger"))
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -138,7 +143,6 @@ def task(cfg: DictConfig) -> dict | float | None:
     failed = True
     try:
         _prepare(cfg, multirun)
-        atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         result = run_fold(cfg)
         failed = False
         return result
