@@ -17,6 +17,7 @@ from console import BIN, assert_user_error, run
 from omegaconf import OmegaConf
 
 from mespot import resume
+from mespot.callbacks import BestCheckpoint
 from mespot.errors import UserError
 from mespot.module import CHECKPOINT_FORMAT
 
@@ -45,28 +46,35 @@ def run_folder(log_dir):
 
 
 def saved_epoch(checkpoint) -> int | None:
-    """The epoch a checkpoint holds; None while it is not there (or is being replaced)."""
+    """The epoch a checkpoint holds; None while there is none."""
     try:
         return torch.load(checkpoint, map_location="cpu", weights_only=True)["epoch"]
-    except (FileNotFoundError, RuntimeError, EOFError):
+    except FileNotFoundError:
         return None
+
+
+def start(tiny_mock, log_dir) -> subprocess.Popen:
+    """A fold of EXACT's settings, its messages in log_dir/stderr.txt (a pipe could fill)."""
+    with open(log_dir / "stderr.txt", "w") as stderr:
+        return subprocess.Popen([str(BIN / "mespot-train"), *arguments(tiny_mock, log_dir, *EXACT)],
+                                cwd=log_dir, stdout=subprocess.DEVNULL, stderr=stderr)  # fmt: skip
+
+
+def messages(log_dir) -> str:
+    return (log_dir / "stderr.txt").read_text()[-3000:]
 
 
 def killed_after_epoch(tiny_mock, log_dir, epoch: int):
     """Start a fold, kill -9 it as soon as its last.ckpt holds `epoch` or later: its run folder."""
-    command = [str(BIN / "mespot-train"), *arguments(tiny_mock, log_dir, *EXACT)]
-    process = subprocess.Popen(command, cwd=log_dir, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)  # fmt: skip
-    deadline = time.monotonic() + 300
+    process, deadline = start(tiny_mock, log_dir), time.monotonic() + 300
     while process.poll() is None and time.monotonic() < deadline:
-        runs = log_dir / "train" / "runs"
-        last = [*runs.glob("*/checkpoints/last.ckpt")] if runs.is_dir() else []
-        if last and (saved_epoch(last[0]) or -1) >= epoch:
+        last = [*log_dir.glob("train/runs/*/checkpoints/last.ckpt")]
+        saved = saved_epoch(last[0]) if last else None
+        if saved is not None and saved >= epoch:
             os.kill(process.pid, signal.SIGKILL)
             break
         time.sleep(0.05)
-    stderr = process.communicate()[1]
-    assert process.returncode == -signal.SIGKILL, stderr[-3000:]
+    assert process.wait() == -signal.SIGKILL, messages(log_dir)
     return run_folder(log_dir)
 
 
@@ -78,11 +86,9 @@ def weights(checkpoint) -> dict:
 def runs(tiny_mock, tmp_path_factory):
     """(uninterrupted run folder, killed-and-resumed run folder, the epoch it resumed from)."""
     whole_logs, killed_logs = tmp_path_factory.mktemp("whole"), tmp_path_factory.mktemp("killed")
-    whole = subprocess.Popen([str(BIN / "mespot-train"), *arguments(tiny_mock, whole_logs, *EXACT)],
-                             cwd=whole_logs, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             text=True)  # fmt: skip
+    whole = start(tiny_mock, whole_logs)  # side by side
     folder = killed_after_epoch(tiny_mock, killed_logs, epoch=1)
-    assert whole.wait(timeout=600) == 0, whole.stderr.read()[-3000:]
+    assert whole.wait(timeout=600) == 0, messages(whole_logs)
     # killed in the middle: after epoch 1, before the last epoch and the test
     resumed_from = saved_epoch(folder / "checkpoints" / "last.ckpt")
     assert 1 <= resumed_from < EPOCHS - 1 and not (folder / "metrics.json").exists()
@@ -179,3 +185,18 @@ def test_a_resume_with_loader_workers_says_it_is_not_exact(tmp_path, caplog):
     assert record["epoch"] == 3 and not record["exact"]
     assert "data.num_workers=2" in record["why_not_exact"]
     assert "not exact" in caplog.text and "data.num_workers=0 resumes exactly" in caplog.text
+
+
+def test_a_moved_run_folder_keeps_its_best_epoch(tmp_path):
+    """Lightning forgets the best score when the checkpoint folder's path changed."""
+    old, new = "/old/run/checkpoints", str(tmp_path / "run" / "checkpoints")
+    best = BestCheckpoint(dirpath=new, monitor="val/overall_f1", mode="max")
+    score = torch.tensor(0.4)
+    best.load_state_dict({"monitor": "val/overall_f1", "best_model_score": score,
+                          "best_model_path": f"{old}/epoch_003.ckpt", "current_score": score,
+                          "dirpath": old, "best_k_models": {f"{old}/epoch_003.ckpt": score},
+                          "kth_best_model_path": f"{old}/epoch_003.ckpt", "kth_value": score,
+                          "last_model_path": ""})  # fmt: skip
+    assert best.best_model_score == score and best.kth_value == score
+    assert best.best_model_path == best.kth_best_model_path == f"{new}/epoch_003.ckpt"
+    assert best.best_k_models == {f"{new}/epoch_003.ckpt": score}
