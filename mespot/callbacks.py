@@ -22,7 +22,10 @@ class BestCheckpoint(ModelCheckpoint):
     """
 
     def __init__(self, first_epoch: int = 0, **kwargs):
-        super().__init__(**kwargs)
+        # At validation's end, as last.ckpt (conf/callbacks/default.yaml, listed after this):
+        # Lightning would otherwise keep the epoch at the training epoch's end, after last.ckpt
+        # was written, and a run resumed from it would not know the epoch just kept.
+        super().__init__(save_on_train_epoch_end=False, **kwargs)
         self.first_epoch = first_epoch
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -35,10 +38,35 @@ class BestCheckpoint(ModelCheckpoint):
             )
         super().on_fit_start(trainer, pl_module)
 
+    def load_state_dict(self, state_dict: dict) -> None:
+        """The best epoch so far, its score and file, as the interrupted run left them: a
+        resumed run that forgot them would keep a worse epoch. A resumed run goes on in its own
+        run folder (mespot/resume.py), so a checkpoint folder whose path changed was moved or
+        renamed: its files are where they were within it. (Lightning keeps only the best file's
+        old path then, and forgets its score.)"""
+        old = state_dict.get("dirpath")
+        if old and self.dirpath and old != self.dirpath:
+            state_dict = _moved(state_dict, old, self.dirpath)
+        super().load_state_dict(state_dict)
+
     def _should_skip_saving_checkpoint(self, trainer: pl.Trainer) -> bool:
         # the one test both of ModelCheckpoint's saving hooks (train epoch / validation end) ask
         early = trainer.current_epoch < self.first_epoch
         return early or super()._should_skip_saving_checkpoint(trainer)
+
+
+def _moved(state: dict, old: str, new: str) -> dict:
+    """A ModelCheckpoint state whose files under `old` are now under `new`."""
+
+    def move(path):
+        if not path or not Path(path).is_relative_to(old):
+            return path
+        return str(Path(new) / Path(path).relative_to(old))
+
+    paths = ("best_model_path", "kth_best_model_path", "last_model_path")
+    kept = {move(p): score for p, score in state.get("best_k_models", {}).items()}
+    return {**state, **{key: move(state.get(key)) for key in paths}, "dirpath": new,
+            "best_k_models": kept}  # fmt: skip
 
 
 class ValidateFrom(pl.Callback):

@@ -18,16 +18,24 @@ from mespot.errors import UserError
 from mespot.module import CHECKPOINT_FORMAT, SpotterModule
 
 
-def load_spotter(path: str | Path) -> SpotterModule:
-    """The SpotterModule of a mespot-train checkpoint, in eval mode on the CPU."""
+def read_checkpoint(path: str | Path, setting: str = "ckpt") -> dict:
+    """A mespot-train checkpoint's contents, in a format this version reads; `setting` names the
+    option that gave the path, for the error a user sees."""
     path = Path(path)
     if path.is_dir():
-        raise UserError(f"ckpt={path} is a folder; give a checkpoint file (e.g. last.ckpt in it)")
+        raise UserError(f"{setting}={path} is a folder; give a checkpoint file (e.g. last.ckpt)")
     if not path.is_file():
-        raise UserError(f"ckpt={path}: no such file")
+        raise UserError(f"{setting}={path}: no such file")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as e:
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        EOFError,
+        OSError,
+        zipfile.BadZipFile,
+        ValueError,
+    ) as e:  # a truncated file: OSError from the zip reader
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"{path}: not a readable checkpoint (corrupt, truncated, or holding "
                         f"code that is not loaded for safety): {first_line}") from e  # fmt: skip
@@ -41,6 +49,12 @@ def load_spotter(path: str | Path) -> SpotterModule:
             f"{path}: checkpoint format {stamp.get('format')} (mespot {stamp.get('version')}); "
             f"this mespot reads format {CHECKPOINT_FORMAT}: use the mespot version that trained it"
         )
+    return checkpoint
+
+
+def load_spotter(path: str | Path) -> SpotterModule:
+    """The SpotterModule of a mespot-train checkpoint, in eval mode on the CPU."""
+    checkpoint = read_checkpoint(path)
     options = checkpoint.get("hyper_parameters") or {}
     needed = ("preprocessing", "inputs")
     if not isinstance(options, dict) or not all(options.get(k) for k in needed):

@@ -79,8 +79,8 @@ def test_training_resumes_from_a_checkpoint(tiny_mock, tmp_path):
                     "trainer.max_epochs=2")  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Restoring states from the checkpoint" in resumed.stdout + resumed.stderr
-    second = run_dirs(tmp_path)[-1]
-    logged = pd.read_csv(second / "csv" / "version_0" / "metrics.csv")
+    assert run_dirs(tmp_path) == [first]  # it goes on in its run folder (tests/test_resume.py)
+    logged = pd.read_csv(first / "csv" / "version_1" / "metrics.csv")
     trained = logged.dropna(subset=["train/loss_epoch"])["epoch"]
     assert set(trained.astype(int)) == {1}  # only the epoch not trained before
 

@@ -21,7 +21,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from mespot import tracking
+from mespot import resume, tracking
 from mespot.cli.common import (
     CONFIG_PATH,
     compose_train,
@@ -94,6 +94,7 @@ def _instantiate_all(group: DictConfig | None) -> list:
 
 def run_fold(cfg: DictConfig) -> dict | float:
     """Train and test one fold; the metrics, or `optimized_metric` alone for a sweeper."""
+    checkpoint = resume.read(cfg)  # to resume from: fails before any work
     folder = cache_folder_of(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     data = OmegaConf.to_container(cfg.data, resolve=True)  # plain values: checkpoints hold them
@@ -106,6 +107,10 @@ def run_fold(cfg: DictConfig) -> dict | float:
         inputs=input_settings(cfg.data),
         _convert_="all",
     )
+    resume.check(cfg, checkpoint, model, datamodule, list(HydraConfig.get().overrides.task))
+    # after the check: a resume that cannot go on leaves its run folder as it was
+    config = OmegaConf.to_yaml(cfg, resolve=True)
+    atomic_write_text(Path(cfg.paths.output_dir) / "config.yaml", config)
     callbacks, loggers = _instantiate_all(cfg.get("callbacks")), _instantiate_all(cfg.get("logger"))
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -154,9 +159,8 @@ def task(cfg: DictConfig) -> dict | float | None:
     failed = True
     try:
         # first: nothing an earlier run left here can pass for this one's results
-        set_aside_previous(out, keep=_resumed_from(out, cfg.ckpt_path))
+        set_aside_previous(out, keep=resume.kept_in(out, cfg.ckpt_path))
         _prepare(cfg, multirun)
-        atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         result = run_fold(cfg)
         failed = False
         return result
@@ -172,14 +176,6 @@ def task(cfg: DictConfig) -> dict | float | None:
         raise
     finally:
         tracking.finish_run(failed)
-
-
-def _resumed_from(out: Path, ckpt_path: str | None) -> tuple[str, ...]:
-    """What a run resuming from a checkpoint inside its own folder keeps there: the
-    checkpoints (it resumes from them) and the logger's curves (it goes on writing them)."""
-    if ckpt_path and out.resolve() in Path(ckpt_path).resolve().parents:
-        return ("checkpoints", "csv")
-    return ()
 
 
 def main() -> None:

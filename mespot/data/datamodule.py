@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from mespot.data import cache
@@ -332,6 +334,8 @@ class SpottingDataModule(pl.LightningDataModule):
         self.save_hyperparameters()
         self.videos: dict[str, list[VideoInfo]] = {}
         self.uncached: dict[str, list[VideoInfo]] = {}  # per split: left out, not cached
+        self.sampler_generator: torch.Generator | None = None
+        self._restored_sampler: Tensor | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.videos:
@@ -397,7 +401,38 @@ class SpottingDataModule(pl.LightningDataModule):
         if self.hparams.positive_fraction is not None:
             sampler = _balanced_sampler(dataset.has_expression(), self.hparams.positive_fraction,
                                         self.hparams.seed)  # fmt: skip
+            self.sampler_generator = sampler.generator
+            if self._restored_sampler is not None:
+                self.sampler_generator.set_state(self._restored_sampler)
         return self._loader(dataset, sampler=sampler, shuffle=sampler is None)
+
+    def state_dict(self) -> dict:
+        """The random state the coming epochs draw from, which a checkpoint (last.ckpt) holds so
+        that a resumed run draws what the uninterrupted one would: the balanced sampler's
+        generator and the training windows' augmentation generator (seeded once, both run on
+        across epochs), and the process's own generators (torch's shuffles windows when
+        `positive_fraction` is null). Plain values and tensors: checkpoints load with
+        `weights_only=True`. With `num_workers` > 0 the augmentation is drawn in the loader's
+        worker processes, whose generators this process cannot read (mespot/resume.py says so
+        when such a run resumes)."""
+        numpy_state, sampler = np.random.get_state(), self.sampler_generator
+        return {
+            "sampler": None if sampler is None else sampler.get_state(),
+            "augment": self.datasets["train"].rng.bit_generator.state,
+            "torch": torch.get_rng_state(),
+            "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
+            "python": random.getstate(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore `state_dict`'s generators (Lightning calls this before it asks for the
+        training loader; the sampler's state waits for it)."""
+        self._restored_sampler = state["sampler"]
+        self.datasets["train"].rng.bit_generator.state = state["augment"]
+        torch.set_rng_state(state["torch"])
+        name, keys, *rest = state["numpy"]
+        np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
+        random.setstate(state["python"])
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.datasets["val"])
