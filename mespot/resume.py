@@ -15,8 +15,8 @@ epoch replaces it as it would have, and the results are not split over two folde
 command, its epoch and whether it is exact to `resumed.json`.
 
 Not exact: with `data.num_workers` > 0 and augmentation, each loader worker draws the
-augmentation from its own copy of the generator, which the training process cannot read to
-save; a resumed run's workers start again from the seeded state. Such a resume says so in a
+augmentation from a generator of its own, which the training process cannot read to save; a
+resumed run's workers start with new seeds. Such a resume says so in a
 warning and in resumed.json (`"exact": false`); `data.num_workers=0` resumes exactly.
 """
 
@@ -138,7 +138,7 @@ def _inexact_reason(data) -> str | None:
     if data["num_workers"] > 0 and data["augment"]:
         return (
             f"data.num_workers={data['num_workers']}: the loader workers' augmentation "
-            "generators cannot be saved, so they start again from the seed and the resumed "
+            "generators cannot be saved, so they start again with new seeds and the resumed "
             "epochs draw other augmentations than the uninterrupted run would "
             "(data.num_workers=0 resumes exactly)"
         )

@@ -92,6 +92,15 @@ def test_batches_hold_frames_and_flow_as_channels(cache_folder, use_flow, channe
     assert dm.in_channels == channels
 
 
+def test_each_loader_worker_draws_its_own_augmentation(cache_folder):
+    dm = SpottingDataModule(str(cache_folder), "s16", val_subjects=1, window=32, stride=16,
+                            batch_size=4, num_workers=2, positive_fraction=None)  # fmt: skip
+    dm.setup()
+    batches = iter(dm.train_dataloader())
+    first, second = next(batches), next(batches)  # from worker 0, then worker 1
+    assert not torch.equal(first["gain"], second["gain"])
+
+
 def test_window_targets_match_the_ground_truth(cache_folder):
     videos = read_cache(cache_folder)
     dataset = WindowDataset(videos, window=64, stride=32)

@@ -19,6 +19,7 @@ import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import torch
+from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
@@ -451,7 +452,18 @@ class SpottingDataModule(pl.LightningDataModule):
             pin_memory=torch.cuda.is_available(),  # page-locked batches copy to a GPU faster
             persistent_workers=self.hparams.num_workers > 0,
             multiprocessing_context=_worker_start_method() if self.hparams.num_workers else None,
+            worker_init_fn=_own_generator if self.hparams.num_workers else None,
         )
+
+
+def _own_generator(worker_id: int) -> None:
+    """Each loader worker draws its windows' augmentation from a generator of its own, seeded
+    with torch's seed for that worker (set by the training process's seeded generator): a copy
+    of one generator in every worker would draw the same shifts, mirrors and light for the
+    windows of batch 0, batch 1, … one per worker. Then Lightning's per-worker seeding."""
+    info = torch.utils.data.get_worker_info()
+    info.dataset.rng = np.random.default_rng(info.seed)
+    pl_worker_init_function(worker_id)
 
 
 def _check_at_least(least: int, **settings) -> None:
