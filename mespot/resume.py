@@ -59,9 +59,10 @@ def hydra_subdir(ckpt_path: str | None) -> str | None:
 def kept_in(out: Path, ckpt_path: str | None) -> tuple[str, ...]:
     """What a run folder keeps of its earlier run's outputs when this run resumes that one
     (mespot.runs.set_aside_previous moves the rest aside): its checkpoints, the logger's curves
-    it goes on writing, and its config.yaml (rewritten once the resume is checked)."""
+    and the record of resumes it goes on writing, and its config.yaml (rewritten once the
+    resume is checked)."""
     if ckpt_path and Path(ckpt_path).resolve().parent == (out / CHECKPOINTS).resolve():
-        return (CHECKPOINTS, "csv", "config.yaml")
+        return (CHECKPOINTS, "csv", RECORD, "config.yaml")
     return ()
 
 

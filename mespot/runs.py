@@ -28,7 +28,7 @@ FAILED_FILE = "failed.txt"
 PREVIOUS_DIR = "previous"
 # an earlier run's outputs (the Hydra job's .hydra/ and log belong to the folder, not the run)
 OUTPUTS = (METRICS_FILE, PREDICTIONS_FILE, FAILED_FILE, "throughput.json", "config.yaml",
-           "checkpoints", "csv")  # fmt: skip
+           "resumed.json", "checkpoints", "csv")  # fmt: skip
 
 
 def write_results(out: Path, predictions: pd.DataFrame, metrics: dict) -> None:
