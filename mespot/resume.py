@@ -27,43 +27,15 @@ import logging
 from pathlib import Path
 
 import lightning.pytorch as pl
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from mespot.checkpoint import read_checkpoint
 from mespot.errors import UserError
 from mespot.files import atomic_write_json
+from mespot.runs import CHECKPOINTS, RECORD
 
 log = logging.getLogger(__name__)
-
-CHECKPOINTS = "checkpoints"  # the run folder's checkpoint folder (conf/callbacks/default.yaml)
-RECORD = "resumed.json"
-
-
-def run_folder(ckpt_path: str | None, default: str) -> str:
-    """`hydra.run.dir`: the folder of the run whose `checkpoints/` holds `ckpt_path`, or
-    `default` (a new run folder) when there is no checkpoint or it lies elsewhere (then
-    `check` says why that cannot resume)."""
-    if ckpt_path:
-        run = Path(ckpt_path).absolute().parent.parent
-        if Path(ckpt_path).absolute().parent.name == CHECKPOINTS and (run / ".hydra").is_dir():
-            return str(run)
-    return default
-
-
-def hydra_subdir(ckpt_path: str | None) -> str | None:
-    """`hydra.output_subdir`: `.hydra`, except in a resumed run, whose folder keeps the
-    starting command's (the resume's goes to resumed.json)."""
-    return None if ckpt_path else ".hydra"
-
-
-def kept_in(out: Path, ckpt_path: str | None) -> tuple[str, ...]:
-    """What a run folder keeps of its earlier run's outputs when this run resumes that one
-    (mespot.runs.set_aside_previous moves the rest aside): its checkpoints, the logger's curves
-    and the record of resumes it goes on writing, and its config.yaml (rewritten once the
-    resume is checked)."""
-    if ckpt_path and Path(ckpt_path).resolve().parent == (out / CHECKPOINTS).resolve():
-        return (CHECKPOINTS, "csv", RECORD, "config.yaml")
-    return ()
 
 
 def read(cfg: DictConfig) -> dict | None:
@@ -98,7 +70,8 @@ def check(cfg: DictConfig, checkpoint: dict | None, model: pl.LightningModule,
             "it: " + "; ".join(differences)
         )
     inexact = _inexact_reason(datamodule.hparams)
-    _record(Path(cfg.paths.output_dir), cfg.ckpt_path, checkpoint, overrides, inexact)
+    if rank_zero_only.rank == 0:  # one record of a DDP run's resume
+        _record(Path(cfg.paths.output_dir), cfg.ckpt_path, checkpoint, overrides, inexact)
 
 
 def _differences(saved: dict, current: dict, group: str, prefix: str = "") -> list[str]:

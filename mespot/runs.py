@@ -26,9 +26,11 @@ PREDICTIONS_FILE = "predictions.csv"
 METRICS_FILE = "metrics.json"
 FAILED_FILE = "failed.txt"
 PREVIOUS_DIR = "previous"
+CHECKPOINTS = "checkpoints"  # the run folder's checkpoint folder (conf/callbacks/default.yaml)
+RECORD = "resumed.json"  # each resume of the run (mespot/resume.py)
 # an earlier run's outputs (the Hydra job's .hydra/ and log belong to the folder, not the run)
 OUTPUTS = (METRICS_FILE, PREDICTIONS_FILE, FAILED_FILE, "throughput.json", "config.yaml",
-           "resumed.json", "checkpoints", "csv")  # fmt: skip
+           RECORD, CHECKPOINTS, "csv")  # fmt: skip
 
 
 def write_results(out: Path, predictions: pd.DataFrame, metrics: dict) -> None:
@@ -78,6 +80,33 @@ def set_aside_previous(out: Path, keep: tuple[str, ...] = ()) -> Path | None:
         os.replace(out / name, target / name)
     log.warning("%s held an earlier run's results: moved to %s", out, target)
     return target
+
+
+def run_folder(ckpt_path: str | None, default: str) -> str:
+    """`hydra.run.dir`: the folder of the run whose `checkpoints/` holds `ckpt_path`, or
+    `default` (a new run folder) when there is no checkpoint or it lies elsewhere (then
+    `check` says why that cannot resume)."""
+    if ckpt_path:
+        run = Path(ckpt_path).absolute().parent.parent
+        if Path(ckpt_path).absolute().parent.name == CHECKPOINTS and (run / ".hydra").is_dir():
+            return str(run)
+    return default
+
+
+def hydra_subdir(ckpt_path: str | None) -> str | None:
+    """`hydra.output_subdir`: `.hydra`, except in a resumed run, whose folder keeps the
+    starting command's (the resume's goes to resumed.json)."""
+    return None if ckpt_path else ".hydra"
+
+
+def kept_in(out: Path, ckpt_path: str | None) -> tuple[str, ...]:
+    """What a run folder keeps of its earlier run's outputs when this run resumes that one
+    (mespot.runs.set_aside_previous moves the rest aside): its checkpoints, the logger's curves
+    and the record of resumes it goes on writing, and its config.yaml (rewritten once the
+    resume is checked)."""
+    if ckpt_path and Path(ckpt_path).resolve().parent == (out / CHECKPOINTS).resolve():
+        return (CHECKPOINTS, "csv", RECORD, "config.yaml")
+    return ()
 
 
 def _sha1(data: bytes) -> str:

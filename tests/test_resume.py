@@ -16,6 +16,7 @@ from conftest import TINY
 from console import BIN, assert_user_error, run
 from omegaconf import OmegaConf
 
+import mespot.runs
 from mespot import resume
 from mespot.callbacks import BestCheckpoint
 from mespot.errors import UserError
@@ -169,7 +170,7 @@ def test_a_checkpoint_that_cannot_resume_the_run_says_why(tmp_path, where, conte
     with pytest.raises(UserError, match=message) as error:
         resume.read(cfg)
     assert str(path) in str(error.value)
-    cfg.paths.output_dir = resume.run_folder(str(path), "new")  # where the run would write
+    cfg.paths.output_dir = mespot.runs.run_folder(str(path), "new")  # where the run would write
     assert cfg.paths.output_dir == (str(folder) if where.startswith("checkpoints") else "new")
 
 

@@ -13,7 +13,7 @@ from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from mespot import resume
+from mespot import runs
 from mespot.data.adapters import Policies, load_annotations
 from mespot.data.preprocess import Settings
 from mespot.data.tables import Annotations
@@ -34,9 +34,9 @@ def compose_train(overrides=(), return_hydra_config: bool = False):
 
 # `${repo_dir:}` in configs: default locations (e.g. data/cache) inside the clone, whatever the cwd.
 OmegaConf.register_new_resolver("repo_dir", lambda: str(REPO_DIR), replace=True)
-# conf/train.yaml: a resumed run goes on in its checkpoint's run folder (mespot/resume.py)
-OmegaConf.register_new_resolver("run_folder", resume.run_folder, replace=True)
-OmegaConf.register_new_resolver("hydra_subdir", resume.hydra_subdir, replace=True)
+# conf/train.yaml: a resumed run goes on in its checkpoint's run folder (mespot/runs.py)
+OmegaConf.register_new_resolver("run_folder", runs.run_folder, replace=True)
+OmegaConf.register_new_resolver("hydra_subdir", runs.hydra_subdir, replace=True)
 
 
 def full_errors() -> bool:

@@ -19,6 +19,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mespot import resume, tracking
@@ -40,7 +41,7 @@ from mespot.errors import UserError
 from mespot.files import atomic_write_text
 from mespot.loso import ALL_FOLDS, FOLD_KEY
 from mespot.parallel import claim_gpu, fold_threads
-from mespot.runs import FAILED_FILE, set_aside_previous, write_failed
+from mespot.runs import FAILED_FILE, kept_in, set_aside_previous, write_failed
 
 log = logging.getLogger(__name__)
 
@@ -158,8 +159,10 @@ def task(cfg: DictConfig) -> dict | float | None:
     out = Path(cfg.paths.output_dir)
     failed = True
     try:
-        # first: nothing an earlier run left here can pass for this one's results
-        set_aside_previous(out, keep=resume.kept_in(out, cfg.ckpt_path))
+        # first: nothing an earlier run left here can pass for this one's results (once: the
+        # other ranks of a DDP run start in the folder that rank zero is already filling)
+        if rank_zero_only.rank == 0:
+            set_aside_previous(out, keep=kept_in(out, cfg.ckpt_path))
         _prepare(cfg, multirun)
         result = run_fold(cfg)
         failed = False

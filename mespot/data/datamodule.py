@@ -351,7 +351,7 @@ class SpottingDataModule(pl.LightningDataModule):
         for split, names in splits.items():
             self.videos[split] = [v for v in finished if v.subject in names]
             self.uncached[split] = [v for v in unfinished if v.subject in names]
-            if not self.videos[split]:
+            if names and not self.videos[split]:  # (no validation subjects: none needed)
                 raise UserError(
                     f"{hp.cache_folder}: no cached video of the {split} subject(s) "
                     f"{', '.join(names)}: nothing to {_USE[split]}"
