@@ -19,7 +19,14 @@ from mespot.data import cache
 from mespot.data.adapters import load_annotations
 from mespot.data.flow import METHODS, make_flow
 from mespot.data.frames import FrameList
-from mespot.data.preprocess import Job, Settings, kept_frames, preprocess, process_video
+from mespot.data.preprocess import (
+    Job,
+    Settings,
+    _truncated_jpeg,
+    kept_frames,
+    preprocess,
+    process_video,
+)
 from mespot.data.render import Nuisance, render_video, sample_appearance
 from mespot.data.synth import MockSpec, write_mock
 from mespot.errors import UserError
@@ -272,3 +279,16 @@ def test_a_full_disk_is_reported_as_such(casme2, tmp_path, monkeypatch):
     assert result.status == "failed" and result.disk_full
     assert "No space left on device" in result.error and "flow.npy" in result.error
     assert not cache.is_done(job.out)
+
+
+def test_a_jpeg_is_whole_when_its_end_marker_is_in_its_last_kib(tmp_path):
+    pixels = np.random.default_rng(0).integers(0, 255, (96, 96, 3), dtype=np.uint8)
+    ok, image = cv2.imencode(".jpg", pixels)
+    data = image.tobytes()
+    cases = {"whole": data, "appended": data + b"trailer\0\0", "cut": data[: len(data) // 2],
+             "zeroed": data[: len(data) // 2] + b"\0" * (len(data) // 2)}  # fmt: skip
+    for name, content in cases.items():
+        (tmp_path / f"{name}.jpg").write_bytes(content)
+    assert ok and {n: _truncated_jpeg(tmp_path / f"{n}.jpg") for n in cases} == {
+        "whole": False, "appended": False, "cut": True, "zeroed": True,
+    }  # fmt: skip

@@ -464,15 +464,16 @@ def _truncated_jpeg(path: Path) -> bool:
     """A JPEG file that stops before its end-of-image marker. libjpeg decodes one with a mere
     warning ("Premature end of JPEG file"), the missing rows grey, and it would be cached as a
     good frame; PNG and BMP decoders fail on a short file instead. Two small reads, so every frame
-    is checked: NUL bytes at the end (padding, or space allocated but never written) are looked
-    past, and a file with other data after its marker is taken as truncated."""
+    is checked: the marker must be in the file's last KiB (entropy-coded data cannot hold it,
+    as it stuffs every FF byte), so padding or other data a writer appends after it is left
+    alone."""
     try:
         with open(path, "rb") as f:
             if f.read(2) != JPEG_START:
                 return False
             size = f.seek(0, os.SEEK_END)
             f.seek(max(size - JPEG_TAIL, 0))
-            return not f.read().rstrip(b"\0").endswith(JPEG_END)
+            return JPEG_END not in f.read()
     except OSError:
         return False  # unreadable: cv2.imread says so
 
