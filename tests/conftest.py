@@ -17,13 +17,9 @@ TINY = [
 ]
 
 
-@pytest.fixture(scope="session")
-def tiny_mock(tmp_path_factory):
-    """(root, cache dir) of a 3-subject mock CAS(ME)² (s15, s16, s19), preprocessed as TINY says."""
-    root = write_mock(
-        MockSpec("casme2", subjects=3, videos_per_subject=1, frames=200, size=(96, 72), seed=4),
-        tmp_path_factory.mktemp("mock"),
-    )
+def preprocessed_mock(spec: MockSpec, tmp_path_factory) -> tuple:
+    """(root, cache dir) of the mock `spec` describes, preprocessed as TINY says."""
+    root = write_mock(spec, tmp_path_factory.mktemp("mock"))
     cache_dir = tmp_path_factory.mktemp("cache")
     settings = Settings(
         size=32, flow_method="dis", flow_params={"preset": "medium"}, detector="none"
@@ -31,6 +27,13 @@ def tiny_mock(tmp_path_factory):
     preprocess(load_annotations("casme2", root), root, cache_dir, settings, workers=1,
                progress=False)  # fmt: skip
     return root, cache_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_mock(tmp_path_factory):
+    """(root, cache dir) of a 3-subject mock CAS(ME)² (s15, s16, s19), preprocessed as TINY says."""
+    spec = MockSpec("casme2", subjects=3, videos_per_subject=1, frames=200, size=(96, 72), seed=4)
+    return preprocessed_mock(spec, tmp_path_factory)
 
 
 def _free_port() -> int:

@@ -10,12 +10,10 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY
+from conftest import TINY, preprocessed_mock
 from console import assert_user_error, run
 
-from mespot.data.adapters import load_annotations
-from mespot.data.preprocess import Settings, preprocess
-from mespot.data.synth import MockSpec, write_mock
+from mespot.data.synth import MockSpec
 
 SUBJECTS = ["s15", "s16", "s19"]  # with val_subjects=1, s16 trains for s15 and validates for s19
 
@@ -23,16 +21,8 @@ SUBJECTS = ["s15", "s16", "s19"]  # with val_subjects=1, s16 trains for s15 and 
 @pytest.fixture(scope="module")
 def mock(tmp_path_factory):
     """(root, cache folder) of a mock CAS(ME)²: 3 subjects × 2 videos, preprocessed as TINY."""
-    root = write_mock(
-        MockSpec("casme2", subjects=3, videos_per_subject=2, frames=160, size=(96, 72), seed=7),
-        tmp_path_factory.mktemp("mock"),
-    )
-    cache_dir = tmp_path_factory.mktemp("cache")
-    settings = Settings(
-        size=32, flow_method="dis", flow_params={"preset": "medium"}, detector="none"
-    )
-    preprocess(load_annotations("casme2", root), root, cache_dir, settings, workers=1,
-               progress=False)  # fmt: skip
+    spec = MockSpec("casme2", subjects=3, videos_per_subject=2, frames=160, size=(96, 72), seed=7)
+    root, cache_dir = preprocessed_mock(spec, tmp_path_factory)
     (folder,) = cache_dir.iterdir()
     return root, folder
 
@@ -164,6 +154,7 @@ def test_a_diverging_loss_stops_with_its_epoch_and_step_and_writes_no_metrics(mo
         ("data.stride=-4", "data.stride=-4"),
         ("data.positive_fraction=2", "data.positive_fraction=2"),
         ("model.optimizer.lr=-0.1", "model.optimizer.lr=-0.1"),
+        ("data.allow_uncached=flase", "data.allow_uncached=flase"),
     ],
 )
 def test_impossible_settings_are_named_before_any_work(mock, tmp_path, setting, named):

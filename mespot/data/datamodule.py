@@ -327,6 +327,8 @@ class SpottingDataModule(pl.LightningDataModule):
         super().__init__()
         _check_at_least(1, batch_size=batch_size, window=window, stride=stride)
         _check_at_least(0, num_workers=num_workers, val_subjects=val_subjects)
+        if not isinstance(allow_uncached, bool):  # a typo such as `flase` must not allow it
+            raise UserError(f"data.allow_uncached={allow_uncached}: give true or false")
         if positive_fraction is not None and not 0 <= positive_fraction <= 1:
             raise UserError(
                 f"data.positive_fraction={positive_fraction}: give a share from 0 to 1, or null "
