@@ -15,12 +15,19 @@ from pathlib import Path
 import torch
 
 from mespot.errors import UserError
-from mespot.module import CHECKPOINT_FORMAT, SpotterModule
+
+# Bump when a checkpoint of the previous format can no longer be loaded as it is. 2: a threshold
+# per type; 3: the backbone's gate is a linear map, not one number; 4: the network is the
+# module's `spotter`, and test-time views are a list (`upgrade` reads format 3).
+CHECKPOINT_FORMAT = 4
+NETWORK = ("encoder.", "neck.", "head.", "motion.")  # format 3's keys of the network
 
 
-def read_checkpoint(path: str | Path, setting: str = "ckpt") -> dict:
+def read_checkpoint(path: str | Path, setting: str = "ckpt", upgrade: bool = True) -> dict:
     """A mespot-train checkpoint's contents, in a format this version reads; `setting` names the
-    option that gave the path, for the error a user sees."""
+    option that gave the path, for the error a user sees. With `upgrade`, a checkpoint of the
+    format before is read as this one (to spot or export with; not to resume training from:
+    Lightning reads that file as it is)."""
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{setting}={path} is a folder; give a checkpoint file (e.g. last.ckpt)")
@@ -44,6 +51,9 @@ def read_checkpoint(path: str | Path, setting: str = "ckpt") -> dict:
     stamp = checkpoint.get("mespot")
     if not isinstance(stamp, dict):
         raise UserError(f"{path}: not written by mespot-train (or by a version before 0.1)")
+    if upgrade and stamp.get("format") == CHECKPOINT_FORMAT - 1:
+        checkpoint = _upgrade(checkpoint, path)
+        stamp = checkpoint["mespot"]
     if stamp.get("format") != CHECKPOINT_FORMAT:
         raise UserError(
             f"{path}: checkpoint format {stamp.get('format')} (mespot {stamp.get('version')}); "
@@ -52,28 +62,28 @@ def read_checkpoint(path: str | Path, setting: str = "ckpt") -> dict:
     return checkpoint
 
 
-def load_spotter(path: str | Path) -> SpotterModule:
-    """The SpotterModule of a mespot-train checkpoint, in eval mode on the CPU."""
-    checkpoint = read_checkpoint(path)
-    options = checkpoint.get("hyper_parameters") or {}
-    needed = ("preprocessing", "inputs")
-    if not isinstance(options, dict) or not all(options.get(k) for k in needed):
-        raise UserError(f"{path}: holds no preprocessing settings to repeat on a recording")
-    try:
-        model = SpotterModule(**options)
-    except (UserError, TypeError, ValueError, KeyError) as e:  # settings of another version
-        raise UserError(f"{path}: describes a model this mespot cannot build ({e})") from None
-    mismatch = _mismatch(model.state_dict(), checkpoint["state_dict"])
-    if mismatch:
-        backbone = options.get("backbone", {}).get("name")
-        raise UserError(f"{path}: its weights do not fit the model its settings describe "
-                        f"(backbone {backbone}, {options.get('in_chans')} input channels): "
-                        f"{mismatch}")  # fmt: skip
-    model.load_state_dict(checkpoint["state_dict"])
-    return model.eval()
+def _upgrade(checkpoint: dict, path: Path) -> dict:
+    """A format-3 checkpoint as format 4: the network's weights under `spotter.` (the gate's as
+    `spotter.gate.weight`), `mirror_eval` as `test_time`, and no `freeze_after_warmup` (a
+    format-3 option that format 4 no longer has: its checkpoints are refused)."""
+    options = dict(checkpoint.get("hyper_parameters") or {})
+    if options.pop("freeze_after_warmup", False):
+        raise UserError(f"{path}: trained with model.freeze_after_warmup, which this mespot no "
+                        "longer has: use the mespot version that trained it")  # fmt: skip
+    if "mirror_eval" in options:
+        options["test_time"] = ["mirror"] if options.pop("mirror_eval") else []
+    state = {}
+    for key, value in checkpoint["state_dict"].items():
+        if key == "gate":
+            key = "spotter.gate.weight"
+        elif key.startswith(NETWORK):
+            key = "spotter." + key
+        state[key] = value
+    stamp = {**checkpoint["mespot"], "format": CHECKPOINT_FORMAT}
+    return {**checkpoint, "hyper_parameters": options, "state_dict": state, "mespot": stamp}
 
 
-def _mismatch(expected: dict, found: dict) -> str:
+def weights_mismatch(expected: dict, found: dict) -> str:
     """The first difference between the model's weights and a checkpoint's, in a few words
     (empty when they fit): torch's own message lists every key, over many lines."""
     shape = {k: tuple(getattr(v, "shape", ())) for k, v in found.items()}

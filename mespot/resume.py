@@ -44,7 +44,7 @@ def read(cfg: DictConfig) -> dict | None:
     if not cfg.ckpt_path:
         return None
     path = Path(cfg.ckpt_path)
-    checkpoint = read_checkpoint(path, "ckpt_path")
+    checkpoint = read_checkpoint(path, "ckpt_path", upgrade=False)
     if path.resolve().parent != (Path(cfg.paths.output_dir) / CHECKPOINTS).resolve():
         raise UserError(
             f"ckpt_path={path}: a run resumes in its own run folder, from its "

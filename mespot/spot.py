@@ -33,9 +33,8 @@ import torch
 from rich.progress import Progress
 from torch.utils.data import DataLoader
 
-from mespot.checkpoint import load_spotter
 from mespot.data import cache
-from mespot.data.datamodule import VideoInfo, WindowDataset, collate
+from mespot.data.dataset import WindowDataset, collate
 from mespot.data.face import FaceCheck, FaceWatch, crop_box, detect_face
 from mespot.data.frames import FrameList, list_frames
 from mespot.data.preprocess import (
@@ -47,11 +46,10 @@ from mespot.data.preprocess import (
     kept_frames,
     progress_columns,
 )
+from mespot.data.videos import VideoInfo
 from mespot.errors import UserError
 from mespot.files import atomic_write_json
-from mespot.models.backbones import frame_keys
-from mespot.models.head import decode
-from mespot.module import SpotterModule
+from mespot.module import SpotterModule, load_spotter
 from mespot.postprocess import apply_threshold, postprocess_video, to_source_frames
 
 log = logging.getLogger(__name__)
@@ -143,14 +141,6 @@ def kept_of(recording: Recording, settings: Settings) -> list[int]:
 def cached_rate(recording: Recording, settings: Settings) -> float:
     """The frame rate of the cached frames: the checkpoint's when it resamples to a lower one."""
     return settings.fps if settings.fps and settings.fps < recording.fps else recording.fps
-
-
-def frames_needed(settings: Settings, inputs: dict) -> int:
-    """The fewest frames a recording can be spotted on: one more than the longest step back
-    that the checkpoint's inputs take (the flow's step, each frame difference's); a single
-    frame never shows a change."""
-    steps = [settings.flow_step] if inputs.get("use_flow", True) else []
-    return max([1, *steps, *inputs.get("frame_diffs", ())]) + 1
 
 
 def check_length(recording: Recording, kept: list[int], needed: int) -> None:
@@ -270,20 +260,18 @@ def run_windows(
     """Every window's decoded outputs, and the per-frame MaE/ME scores (the best of the points
     of every pyramid level covering the frame), over the cached frames."""
     inputs = model.hparams.inputs
-    dataset = WindowDataset([info], inputs["window"], inputs["stride"], inputs["use_flow"],
-                            frame_diffs=inputs.get("frame_diffs", ()),
-                            rest_span=inputs.get("rest_span", 0))  # fmt: skip
+    dataset = WindowDataset([info], inputs["window"], inputs["stride"], model.spec)
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
     device = next(model.parameters()).device
     task = progress.add_task("spotting", total=len(dataset), unit="windows")
     outputs, frame_scores = [], np.zeros((info.n_frames, 2), dtype=np.float32)
-    model.encoder.remember()  # each frame encoded once, not once per window holding it
+    model.spotter.encoder.remember()  # each frame encoded once, not once per window holding it
     try:
         for batch in loader:
             _spot_batch(model, batch, device, outputs, frame_scores)
             progress.advance(task, len(batch["start"]))
     finally:
-        model.encoder.forget()
+        model.spotter.encoder.forget()
     return outputs, frame_scores
 
 
@@ -291,13 +279,12 @@ def _spot_batch(model, batch: dict, device, outputs: list, frame_scores: np.ndar
     """One batch of windows: their decoded outputs appended, their per-frame scores spread."""
     parts = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     x = model.spec.assemble(parts)
-    logits, offsets, points = model(x, frame_keys(batch["video"], batch["start"], batch["valid"],
-                                                  x.shape[1]))  # fmt: skip
+    logits, offsets, points, decoded = model.spot_windows({**batch, "x": x})
     probs = logits.sigmoid().cpu().numpy()
     first = ((points[:, 0] + 0.5) - points[:, 1] / 2).round().long().cpu().numpy()
     strides = points[:, 1].long().cpu().numpy()
     for b, start in enumerate(batch["start"].tolist()):
-        segments, scores, labels = decode(points, logits[b], offsets[b], **model.decoding)
+        segments, scores, labels = decoded[b]
         outputs.append((start, segments.cpu(), scores.cpu(), labels.cpu()))
         _spread(frame_scores, start, int(batch["valid"][b]), first, strides, probs[b])
 
@@ -334,7 +321,7 @@ def spot(
     settings = replace(Settings(**model.hparams.preprocessing), flow_device=where.type)
     recording = open_recording(video, fps)
     kept = kept_of(recording, settings)
-    check_length(recording, kept, frames_needed(settings, model.hparams.inputs))
+    check_length(recording, kept, model.spec.frames_needed(settings.flow_step))
     every = face_every(face_check_every, cached_rate(recording, settings))
     if settings.detector == "none":
         log.info(

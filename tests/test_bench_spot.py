@@ -10,8 +10,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from mespot.bench import spot as bench
-from mespot.checkpoint import load_spotter
 from mespot.cli.common import CONFIG_PATH
+from mespot.module import load_spotter
 
 METHOD = "dis"  # the fastest flow
 

@@ -5,8 +5,9 @@ import pytest
 import torch
 from lightning.pytorch.demos.boring_classes import BoringModel
 
-from mespot.callbacks import BestCheckpoint, ValidateFrom
+from mespot.callbacks import BestCheckpoint
 from mespot.errors import UserError
+from mespot.warmup import ValidateFrom
 
 
 class WorseEveryEpoch(BoringModel):

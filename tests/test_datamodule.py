@@ -5,19 +5,23 @@ import pytest
 import torch
 
 from mespot.data.adapters import load_annotations
-from mespot.data.datamodule import (
-    SpottingDataModule,
-    WindowDataset,
-    collate,
-    read_cache,
-    split_subjects,
-)
+from mespot.data.augment import WindowAugment
+from mespot.data.datamodule import SpottingDataModule, split_subjects
+from mespot.data.dataset import WindowDataset, collate
 from mespot.data.inputs import InputSpec
 from mespot.data.preprocess import Settings, preprocess
 from mespot.data.rest import RestFace
 from mespot.data.synth import MockSpec, write_mock
+from mespot.data.videos import read_cache
 from mespot.data.windows import clip_to_window, to_cached_indices, window_starts
 from mespot.errors import UserError
+
+
+def windows(videos, window, stride, seed=None, **inputs) -> WindowDataset:
+    """The windows of `videos` fed as `inputs` (InputSpec's fields); augmented when given a
+    `seed`."""
+    augment = None if seed is None else WindowAugment(stride, seed)
+    return WindowDataset(videos, window, stride, InputSpec(**inputs), augment)
 
 
 def assembled(dataset: WindowDataset, item, augmented: bool = True) -> torch.Tensor:
@@ -27,7 +31,7 @@ def assembled(dataset: WindowDataset, item, augmented: bool = True) -> torch.Ten
     item = dataset[item] if isinstance(item, int) else item
     if not augmented:
         item = {**item, "mirror": False, "gain": 1.0}
-    return dataset.spec.assemble(collate([item]))[0]
+    return dataset.inputs.assemble(collate([item]))[0]
 
 
 def test_window_starts_cover_every_frame():
@@ -138,7 +142,7 @@ def test_augmentation_mirrors_the_flow_too(cache_folder):
     videos = read_cache(cache_folder)
     whole = videos[0].n_frames  # a window as long as the video cannot shift
     plain = assembled(WindowDataset(videos, window=whole, stride=whole), 0)
-    augmented = WindowDataset(videos, window=whole, stride=whole, augment=True, seed=1)
+    augmented = windows(videos, window=whole, stride=whole, seed=1)
     flipped = [assembled(augmented, 0) for _ in range(8)]
     mirrored = [x for x in flipped if not torch.allclose(x[:, 1:], plain[:, 1:])]
     assert mirrored, "some draws mirror the window"
@@ -161,7 +165,7 @@ def test_evaluation_windows_cover_every_frame(n_frames, window, stride):
 
 def test_training_windows_shift_by_up_to_half_a_stride(cache_folder):
     videos = read_cache(cache_folder)
-    dataset = WindowDataset(videos, window=64, stride=32, augment=True, seed=3)
+    dataset = windows(videos, window=64, stride=32, seed=3)
     for index in (0, 3, len(dataset) - 1):  # a video's first, an inner and the very last window
         v, grid = dataset.items[index]
         starts = set()
@@ -183,7 +187,7 @@ def test_frame_differences_follow_the_frame(cache_folder):
     (frame 0 standing in before the video's start) between the frame and its flow."""
     videos = read_cache(cache_folder)
     frames = torch.from_numpy(np.load(videos[0].folder / "frames.npy") / 255.0).float()
-    dataset = WindowDataset(videos, window=64, stride=32, frame_diffs=[2, 8])
+    dataset = windows(videos, window=64, stride=32, frame_diffs=[2, 8])
     plain = WindowDataset(videos, window=64, stride=32)
     for index in (0, 1):  # the first window reaches back before frame 0, the second does not
         x, start = assembled(dataset, index), dataset[index]["start"]
@@ -193,7 +197,7 @@ def test_frame_differences_follow_the_frame(cache_folder):
         torch.testing.assert_close(x[:, 2], frames[t] - frames[(t - 8).clamp(min=0)])
         torch.testing.assert_close(x[:, [0, 3, 4]], assembled(plain, index))  # frame and flow
     with pytest.raises(UserError, match="frame_diffs=\\[0\\]"):
-        WindowDataset(videos, window=64, stride=32, frame_diffs=[0])
+        windows(videos, window=64, stride=32, frame_diffs=[0])
 
 
 def test_the_distance_from_the_face_at_rest_comes_between_the_differences_and_the_flow(
@@ -201,8 +205,8 @@ def test_the_distance_from_the_face_at_rest_comes_between_the_differences_and_th
 ):
     videos = read_cache(cache_folder)
     frames = np.load(videos[0].folder / "frames.npy")
-    dataset = WindowDataset(videos, window=64, stride=32, frame_diffs=[2], rest_span=100)
-    plain = WindowDataset(videos, window=64, stride=32, frame_diffs=[2])
+    dataset = windows(videos, window=64, stride=32, frame_diffs=[2], rest_span=100)
+    plain = windows(videos, window=64, stride=32, frame_diffs=[2])
     rest = RestFace(frames, span=100)
     for index in (0, 2):
         x, start = assembled(dataset, index), dataset[index]["start"]
@@ -211,10 +215,10 @@ def test_the_distance_from_the_face_at_rest_comes_between_the_differences_and_th
         torch.testing.assert_close(x[:, 2], torch.from_numpy(rest.distance(frames[t], t)))
         torch.testing.assert_close(x[:, [0, 1, 3, 4]], assembled(plain, index))
     spec = InputSpec.of({"frame_diffs": [2], "rest_span": 100, "use_flow": True}, colours=1)
-    assert spec == dataset.spec and spec.channels == 5
+    assert spec == dataset.inputs and spec.channels == 5
     assert spec.change_channels() == [[1], [2]] and spec.still_channels() == [0, 2]
     with pytest.raises(UserError, match="rest_span=-1"):
-        WindowDataset(videos, window=64, stride=32, rest_span=-1)
+        windows(videos, window=64, stride=32, rest_span=-1)
 
 
 def test_a_video_shorter_than_the_window_ends_on_its_last_face_held_still(cache_folder):
@@ -223,7 +227,7 @@ def test_a_video_shorter_than_the_window_ends_on_its_last_face_held_still(cache_
     for an expression)."""
     videos = read_cache(cache_folder)
     n = videos[0].n_frames
-    dataset = WindowDataset(videos[:1], window=n + 40, stride=n + 40, frame_diffs=[2],
+    dataset = windows(videos[:1], window=n + 40, stride=n + 40, frame_diffs=[2],
                             rest_span=50)  # fmt: skip
     item = dataset[0]
     x = assembled(dataset, item)
@@ -239,8 +243,8 @@ def test_augmentation_lights_a_difference_like_its_frames(cache_folder):
     videos = read_cache(cache_folder)
     whole = videos[0].n_frames
     options = dict(window=whole, stride=whole, frame_diffs=[3], rest_span=50)
-    plain = assembled(WindowDataset(videos, **options), 0)
-    augmented = WindowDataset(videos, **options, augment=True, seed=4)
+    plain = assembled(windows(videos, **options), 0)
+    augmented = windows(videos, **options, seed=4)
     for _ in range(6):
         x = assembled(augmented, 0)
         if not torch.allclose(x[:, 4], plain[:, 4]):  # mirrored: flip back
@@ -250,48 +254,3 @@ def test_augmentation_lights_a_difference_like_its_frames(cache_folder):
         assert 0.9 <= gain <= 1.1 and gain != pytest.approx(1.0, abs=1e-4)
         torch.testing.assert_close(x[:, 1:3], plain[:, 1:3] * gain, rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(x[:, 3:], plain[:, 3:])  # flow: no lighting
-
-
-def test_time_scale_plays_training_windows_at_another_speed(cache_folder):
-    """time_scale=[2, 2]: window position i shows video frame start + 2i, its differences reach
-    back 2 × step frames, its flow doubles, and the ground truth keeps the positions whose
-    frames lie in each interval."""
-    videos = read_cache(cache_folder)
-    frames = torch.from_numpy(np.load(videos[0].folder / "frames.npy") / 255.0).float()
-    flow = torch.from_numpy(np.load(videos[0].folder / "flow.npy")).float().permute(0, 3, 1, 2)
-    dataset = WindowDataset(videos[:1], window=32, stride=16, augment=True, frame_diffs=[2],
-                            time_scale=[2.0, 2.0], seed=0)  # fmt: skip
-    checked = 0
-    for index in range(len(dataset)):
-        item = dataset[index]
-        x, start = assembled(dataset, item, augmented=False), item["start"]  # mirror, light: above
-        t = start + 2 * torch.arange(32)
-        assert t[-1] < videos[0].n_frames  # the 63 frames shown lie inside the video
-        torch.testing.assert_close(x[:, 0], frames[t])
-        torch.testing.assert_close(x[:, 1], frames[t] - frames[(t - 4).clamp(min=0)])
-        torch.testing.assert_close(x[:, 2:], (flow[t] * 2).clamp(-20, 20))
-        for onset, offset in videos[0].segments:
-            if start <= onset and offset <= start + 62:  # wholly shown
-                inside = [j for j in range(32) if onset - 0.5 <= start + 2 * j <= offset + 0.5]
-                assert [inside[0], inside[-1]] in item["segments"].tolist()
-                checked += 1
-    assert checked > 0
-    with pytest.raises(UserError, match="data.time_scale"):
-        WindowDataset(videos, window=32, stride=16, time_scale=[1.2, 0.8])
-
-
-def test_time_scale_leaves_short_videos_and_evaluation_alone(cache_folder):
-    videos = read_cache(cache_folder)
-    whole = videos[0].n_frames
-    plain = WindowDataset(videos[:1], window=whole, stride=whole)[0]
-    slowed = WindowDataset(videos[:1], window=whole, stride=whole, augment=True,
-                           time_scale=[1.5, 2.0])  # fmt: skip
-    item = slowed[0]  # the video cannot show a window at 1.5× or more: it plays as it is
-    plain_x = assembled(WindowDataset(videos[:1], window=whole, stride=whole), plain)
-    torch.testing.assert_close(assembled(slowed, item, augmented=False), plain_x)
-    assert item["segments"].tolist() == plain["segments"].tolist()
-    dm = SpottingDataModule(str(cache_folder), test_subject=videos[0].subject, val_subjects=1,
-                            window=32, stride=16, time_scale=[0.8, 1.25])  # fmt: skip
-    dm.setup()
-    assert dm.datasets["train"].time_scale == (0.8, 1.25)
-    assert dm.datasets["val"].time_scale is None and dm.datasets["test"].time_scale is None

@@ -16,8 +16,9 @@ from omegaconf import OmegaConf
 
 from mespot.cli.train import FOLD_KEYS, cache_folder_of
 from mespot.data.datamodule import SpottingDataModule
+from mespot.evaluation import gather_outputs
 from mespot.intervals import read_intervals
-from mespot.module import SpotterModule, gather_outputs
+from mespot.module import SpotterModule
 
 # 7 windows of 2 videos; as DistributedSampler does, padded to 8 with the first one again
 WINDOWS = [(0, 0), (0, 16), (0, 32), (0, 48), (1, 0), (1, 16), (1, 32)]

@@ -18,13 +18,14 @@ from conftest import TINY
 from console import BIN, assert_user_error, run
 
 import mespot
+from mespot.checkpoint import CHECKPOINT_FORMAT
 from mespot.data import cache
 from mespot.data import preprocess as preprocessing
 from mespot.data.adapters import load_annotations
 from mespot.data.preprocess import Job, Settings, process_video
 from mespot.data.synth import MockSpec, write_mock
 from mespot.models.fpn import SMALL
-from mespot.module import CHECKPOINT_FORMAT, SpotterModule
+from mespot.module import SpotterModule
 
 SETTINGS = [arg.removeprefix("preprocessing.") for arg in TINY]  # mespot-preprocess's names
 VIDEO_DIRS = {"15_0101": "15_0101disgustingteeth", "15_0102": "15_0102eatingworms"}

@@ -7,7 +7,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from mespot.data.datamodule import VideoInfo, WindowDataset, collate
+from mespot.data.dataset import WindowDataset, collate
+from mespot.data.inputs import InputSpec
+from mespot.data.videos import VideoInfo
 from mespot.models.backbones import frame_keys
 from mespot.models.fpn import SMALL
 from mespot.module import SpotterModule
@@ -36,7 +38,8 @@ def videos(tmp_path):
 def model(in_chans: int, mirror_eval: bool) -> SpotterModule:
     torch.manual_seed(0)
     backbone = {"name": "vovnet", "width": 0.25}
-    return SpotterModule(in_chans, backbone, SMALL, mirror_eval=mirror_eval, inputs=INPUTS).eval()
+    views = ["mirror"] if mirror_eval else []
+    return SpotterModule(in_chans, backbone, SMALL, test_time=views, inputs=INPUTS).eval()
 
 
 class CountingBackbone(torch.nn.Module):
@@ -57,14 +60,14 @@ def keys(batch: dict) -> torch.Tensor:
 
 
 def evaluate(spotter, dataset, batch_size: int, reuse: bool):
-    counting = spotter.encoder.backbone = CountingBackbone(spotter.encoder.backbone)
+    counting = spotter.spotter.encoder.backbone = CountingBackbone(spotter.spotter.encoder.backbone)
     if reuse:
-        spotter.encoder.remember()
+        spotter.spotter.encoder.remember()
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
     with torch.no_grad():
-        logits = [spotter(dataset.spec.assemble(b), keys(b))[0] for b in loader]
-    spotter.encoder.forget()
-    spotter.encoder.backbone = counting.inner
+        logits = [spotter(dataset.inputs.assemble(b), keys(b))[0] for b in loader]
+    spotter.spotter.encoder.forget()
+    spotter.spotter.encoder.backbone = counting.inner
     return torch.cat(logits), counting.images
 
 
@@ -73,8 +76,8 @@ def evaluate(spotter, dataset, batch_size: int, reuse: bool):
 def test_reusing_frames_changes_no_output_and_encodes_each_frame_once(
     videos, batch_size, mirror_eval
 ):
-    dataset = WindowDataset(videos, 16, 8, True, frame_diffs=[2])
-    spotter = model(dataset.spec.channels, mirror_eval)
+    dataset = WindowDataset(videos, 16, 8, InputSpec(frame_diffs=(2,)))
+    spotter = model(dataset.inputs.channels, mirror_eval)
     plain, encoded = evaluate(spotter, dataset, batch_size, reuse=False)
     reused, encoded_once = evaluate(spotter, dataset, batch_size, reuse=True)
     assert torch.equal(plain, reused)
@@ -85,26 +88,26 @@ def test_reusing_frames_changes_no_output_and_encodes_each_frame_once(
 
 
 def test_a_new_pass_never_reuses_features_of_older_weights(videos):
-    dataset = WindowDataset(videos, 16, 8, True, frame_diffs=[2])
-    spotter = model(dataset.spec.channels, mirror_eval=False)
+    dataset = WindowDataset(videos, 16, 8, InputSpec(frame_diffs=(2,)))
+    spotter = model(dataset.inputs.channels, mirror_eval=False)
     before, _ = evaluate(spotter, dataset, 4, reuse=True)
     with torch.no_grad():
-        for p in spotter.encoder.parameters():
+        for p in spotter.spotter.encoder.parameters():
             p.add_(0.05)
     after, _ = evaluate(spotter, dataset, 4, reuse=True)
-    fresh = model(dataset.spec.channels, mirror_eval=False)
+    fresh = model(dataset.inputs.channels, mirror_eval=False)
     fresh.load_state_dict(spotter.state_dict())
     expected, _ = evaluate(fresh, dataset, 4, reuse=False)
     assert not torch.equal(before, after) and torch.equal(after, expected)
 
 
 def test_training_and_calls_without_keys_encode_every_frame(videos):
-    dataset = WindowDataset(videos, 16, 8, True, frame_diffs=[2])
-    spotter = model(dataset.spec.channels, mirror_eval=False)
+    dataset = WindowDataset(videos, 16, 8, InputSpec(frame_diffs=(2,)))
+    spotter = model(dataset.inputs.channels, mirror_eval=False)
     batch = collate([dataset[i] for i in range(3)])
-    x = dataset.spec.assemble(batch)
-    spotter.encoder.remember()
-    counting = spotter.encoder.backbone = CountingBackbone(spotter.encoder.backbone)
+    x = dataset.inputs.assemble(batch)
+    spotter.spotter.encoder.remember()
+    counting = spotter.spotter.encoder.backbone = CountingBackbone(spotter.spotter.encoder.backbone)
     with torch.no_grad():
         spotter(x)  # no keys
         spotter.train()

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from mespot.data.adapters import load_annotations
-from mespot.data.datamodule import SpottingDataModule, WindowDataset
+from mespot.data.datamodule import SpottingDataModule
+from mespot.data.dataset import WindowDataset
 from mespot.data.preprocess import Settings, preprocess
 from mespot.data.synth import MockSpec, write_mock
 from mespot.module import SpotterModule

@@ -1,4 +1,5 @@
-"""model.mirror_eval: evaluation looks at each window and at its mirror image, and averages."""
+"""model.test_time=[mirror]: evaluation looks at each window and at its mirror image, and
+averages."""
 
 import pytest
 import torch
@@ -12,7 +13,8 @@ def spotter(mirror_eval, use_flow=True, inputs=None):
     torch.manual_seed(0)
     return SpotterModule(
         in_chans=3, backbone={"name": "vovnet", "width": 0.25},
-        neck={"level_dims": (16, 16, 16), "out_dim": 16}, mirror_eval=mirror_eval,
+        neck={"level_dims": (16, 16, 16), "out_dim": 16},
+        test_time=["mirror"] if mirror_eval else [],
         inputs={"use_flow": use_flow} if inputs is None else inputs,
     )  # fmt: skip
 
@@ -54,6 +56,13 @@ def test_training_sees_each_window_once():
     torch.testing.assert_close(both(x)[0], plain(x)[0])
 
 
-def test_mirror_eval_needs_to_know_whether_flow_is_fed():
-    with pytest.raises(UserError, match="mirror_eval needs inputs.use_flow"):
+def test_a_mirror_view_needs_to_know_whether_flow_is_fed():
+    with pytest.raises(UserError, match="test_time needs inputs.use_flow"):
         spotter(True, inputs={})
+
+
+def test_an_unknown_view_is_named():
+    with pytest.raises(UserError, match=r"model.test_time=\['upside_down'\]: unknown view"):
+        SpotterModule(in_chans=3, backbone={"name": "vovnet", "width": 0.25},
+                      neck={"level_dims": (16,), "out_dim": 16}, test_time=["upside_down"],
+                      inputs={"use_flow": True})  # fmt: skip

@@ -124,12 +124,13 @@ def test_warm_up_epochs_train_on_the_motion_scores_without_running_the_backbone(
     def refuse(*_):
         raise AssertionError("the backbone ran during the warm-up")
 
-    monkeypatch.setattr(model.encoder, "forward", refuse)
+    monkeypatch.setattr(model.spotter.encoder, "forward", refuse)
     logits, offsets = outputs(model, x)
     (logits.sum() + offsets.sum()).backward()
-    assert model.gate.grad is None and not model.gate.any()
-    assert all(p.grad is None for p in model.encoder.parameters())
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.neck.parameters())
+    assert model.spotter.gate.weight.grad is None and model.spotter.gate.is_closed()
+    assert all(p.grad is None for p in model.spotter.encoder.parameters())
+    neck = model.spotter.neck.parameters()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in neck)
     # evaluated with the gate still shut, the model is the one the warm-up trained
     torch.testing.assert_close(outputs(model.eval(), x), (logits, offsets))
 
@@ -143,14 +144,14 @@ def test_after_the_warm_up_the_gate_opens_to_the_backbone(monkeypatch):
     (shut[0].sum() + shut[1].sum()).backward()
     # the backbone ran; the gate learns which of its (still random) features to let through,
     # the backbone nothing yet: nothing of it reaches the loss
-    assert model.gate.grad.abs().sum() > 0
-    assert all(not p.grad.any() for p in model.encoder.parameters() if p.grad is not None)
+    assert model.spotter.gate.weight.grad.abs().sum() > 0
+    assert all(not p.grad.any() for p in model.spotter.encoder.parameters() if p.grad is not None)
     optimizer.step()
     optimizer.zero_grad()
     opened = outputs(model, x)
     assert not torch.allclose(opened[0], shut[0])  # its features now reach the head
     (opened[0].sum() + opened[1].sum()).backward()
-    assert any(p.grad.abs().sum() > 0 for p in model.encoder.parameters())  # and it learns
+    assert any(p.grad.abs().sum() > 0 for p in model.spotter.encoder.parameters())  # and it learns
 
 
 def test_a_warm_up_without_motion_scores_is_refused():
@@ -160,30 +161,7 @@ def test_a_warm_up_without_motion_scores_is_refused():
 
 def test_the_spotter_scores_the_distance_from_the_face_at_rest_beside_the_differences():
     model = spotter(in_chans=4, inputs={"frame_diffs": [2, 8], "rest_span": 300})
-    assert model.motion.channels == [[1], [2], [3]] and model.motion.out_dim == 3 * 16
+    motion = model.spotter.motion
+    assert motion.channels == [[1], [2], [3]] and motion.out_dim == 3 * 16
     logits, offsets = outputs(model, window(steps=3, length=32))
     assert logits.isfinite().all() and offsets.isfinite().all()
-
-
-def test_freeze_after_warmup_trains_only_the_backbone_and_its_gate(monkeypatch):
-    model = spotter(backbone_warmup=2)
-    model.hparams.freeze_after_warmup = True
-    epoch = {"now": 1}
-    monkeypatch.setattr(type(model), "current_epoch", property(lambda self: epoch["now"]))
-    x = window(steps=2, length=32)
-    for now, backbone_phase in ((1, False), (2, True), (1, False)):  # a resumed warm-up thaws
-        epoch["now"] = now
-        model.train().on_train_epoch_start()
-        model.zero_grad(set_to_none=True)
-        logits, offsets = outputs(model, x)
-        (logits.sum() + offsets.sum()).backward()
-        rest = [*model.neck.parameters(), *model.head.parameters()]
-        assert all((p.grad is None) == backbone_phase for p in rest)
-        assert (model.gate.grad is not None) == backbone_phase
-    from mespot.module import SpotterModule
-
-    with pytest.raises(UserError, match="freeze_after_warmup needs model.backbone_warmup"):
-        SpotterModule(
-            in_chans=3, backbone={"name": "vovnet", "width": 0.25},
-            neck={"level_dims": [16], "out_dim": 16}, freeze_after_warmup=True,
-        )  # fmt: skip

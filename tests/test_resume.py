@@ -19,15 +19,15 @@ from omegaconf import OmegaConf
 import mespot.runs
 from mespot import resume
 from mespot.callbacks import BestCheckpoint
+from mespot.checkpoint import CHECKPOINT_FORMAT
 from mespot.errors import UserError
-from mespot.module import CHECKPOINT_FORMAT
 
 EPOCHS = 5
 # deterministic, one thread each (the two runs go side by side), a learning-rate schedule to
-# restore, and augmentation (shifts, speeds, mirror, light) drawn every epoch
+# restore, and augmentation (shifts, mirror, light) drawn every epoch
 EXACT = ["trainer.deterministic=true", "threads=1", f"trainer.max_epochs={EPOCHS}",
-         "trainer.limit_train_batches=3", "data.time_scale=[0.8,1.25]",
-         "+model.scheduler={_target_:mespot.schedules.cosine_phases,_partial_:true,"
+         "trainer.limit_train_batches=3",
+         "+model.scheduler={_target_:mespot.warmup.cosine_phases,_partial_:true,"
          f"boundaries:[{EPOCHS}]}}"]  # fmt: skip
 
 

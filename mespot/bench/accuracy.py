@@ -88,7 +88,7 @@ FULL = Budget(
         "Faces stabilised for every method. Learned methods: a warm-up on the motion energy "
         "alone, then epochs with the backbone, among which the epoch kept, a cosine per phase "
         "(conf/experiment/bench_accuracy.yaml says how many), each window evaluated with its "
-        "mirror image (model.mirror_eval); folds two at a time (joblib)."
+        "mirror image (model.test_time=[mirror]); folds two at a time (joblib)."
     ],
 )
 QUICK = Budget(

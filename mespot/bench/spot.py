@@ -36,6 +36,7 @@ import mespot
 import mespot.spot as spot_module
 from mespot.bench import common
 from mespot.bench.common import DEFAULT_OUT, load_average, log, num, peak_rss_run, write_report
+from mespot.checkpoint import CHECKPOINT_FORMAT
 from mespot.cli.common import compose_train, preprocessing_settings
 from mespot.data.datamodule import input_settings
 from mespot.data.flow import METHODS
@@ -44,7 +45,6 @@ from mespot.data.render import render_video
 from mespot.data.synth import LAYOUTS, MockSpec
 from mespot.data.synth.plan import plan_videos
 from mespot.data.windows import window_starts
-from mespot.module import CHECKPOINT_FORMAT
 
 SIZE = (640, 480)  # width, height: a typical webcam
 FPS = 30.0

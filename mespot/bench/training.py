@@ -34,9 +34,10 @@ from mespot.bench import common
 from mespot.bench.common import DEFAULT_OUT, load_average, log, num, peak_rss_run, write_report
 from mespot.cli.common import CONFIG_PATH
 from mespot.data.adapters import load_annotations
-from mespot.data.datamodule import SpottingDataModule, read_cache
+from mespot.data.datamodule import SpottingDataModule
 from mespot.data.preprocess import Settings, preprocess
 from mespot.data.synth import MockSpec, write_mock
+from mespot.data.videos import read_cache
 from mespot.models.fpn import PAPER, SMALL
 from mespot.module import SpotterModule
 
@@ -96,7 +97,7 @@ def count(module: torch.nn.Module) -> int:
 def param_counts(model: SpotterModule) -> dict[str, int]:
     """Parameters of the per-frame backbone, of the temporal part (FPN + head), and in all."""
     return {
-        "params_backbone": count(model.encoder),
+        "params_backbone": count(model.spotter.encoder),
         "params_neck_head": count(model.neck) + count(model.head),
         "params_total": count(model),
     }

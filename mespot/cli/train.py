@@ -31,12 +31,8 @@ from mespot.cli.common import (
     user_message,
 )
 from mespot.data import cache
-from mespot.data.datamodule import (
-    SpottingDataModule,
-    input_settings,
-    refuse_unfinished,
-    scan_cache,
-)
+from mespot.data.datamodule import SpottingDataModule, input_settings
+from mespot.data.videos import refuse_unfinished, scan_cache
 from mespot.errors import UserError
 from mespot.files import atomic_write_text
 from mespot.loso import ALL_FOLDS, FOLD_KEY
@@ -47,7 +43,7 @@ log = logging.getLogger(__name__)
 
 FOLD_KEYS = ("test_subject", "val_subjects", "window", "stride", "use_flow", "frame_diffs",
              "rest_span", "batch_size", "num_workers", "positive_fraction", "augment",
-             "time_scale", "allow_uncached")  # fmt: skip
+             "allow_uncached")  # fmt: skip
 
 
 def cache_folder_of(cfg: DictConfig):

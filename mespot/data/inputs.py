@@ -22,8 +22,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from mespot.errors import UserError
+
 FLOW_CLIP = 20.0  # px; larger values are flow failures, not faces
-PARTS = ("frames", "earlier", "rest", "flow", "flow_scale", "mirror", "gain")  # of a window
+PARTS = ("frames", "earlier", "rest", "flow", "mirror", "gain")  # of a window
 
 
 @dataclass(frozen=True)
@@ -35,11 +37,32 @@ class InputSpec:
     rest_span: int = 0
     use_flow: bool = True
 
+    def __post_init__(self):
+        if any(int(step) < 1 for step in self.frame_diffs):
+            raise UserError(f"data.frame_diffs={list(self.frame_diffs)}: steps must be at least 1")
+        if int(self.rest_span) < 0:
+            raise UserError(f"data.rest_span={self.rest_span}: give a number of frames, or 0 for "
+                            "none")  # fmt: skip
+        object.__setattr__(self, "frame_diffs", tuple(int(step) for step in self.frame_diffs))
+        object.__setattr__(self, "rest_span", int(self.rest_span))
+        object.__setattr__(self, "use_flow", bool(self.use_flow))
+
     @classmethod
-    def of(cls, inputs: Mapping, colours: int) -> InputSpec:
-        """The layout a checkpoint's `inputs` (datamodule.input_settings) describe."""
-        return cls(colours, tuple(int(s) for s in inputs.get("frame_diffs", ())),
-                   int(inputs.get("rest_span", 0)), bool(inputs.get("use_flow", True)))  # fmt: skip
+    def of(cls, inputs: Mapping, colours: int = 1) -> InputSpec:
+        """The layout a `data` config, or a checkpoint's `inputs` (its `record()`), describes."""
+        return cls(colours, tuple(inputs.get("frame_diffs", ())), inputs.get("rest_span", 0),
+                   inputs.get("use_flow", True))  # fmt: skip
+
+    def record(self) -> dict:
+        """What a checkpoint records of the layout (the colours come with its preprocessing)."""
+        return {"use_flow": self.use_flow, "frame_diffs": list(self.frame_diffs),
+                "rest_span": self.rest_span}  # fmt: skip
+
+    def frames_needed(self, flow_step: int) -> int:
+        """The fewest frames a video can be spotted on: one more than the longest step back the
+        channels take (the flow's, each difference's); a single frame never shows a change."""
+        steps = [flow_step] if self.use_flow else []
+        return max([1, *steps, *self.frame_diffs]) + 1
 
     @property
     def channels(self) -> int:
@@ -71,8 +94,8 @@ class InputSpec:
         on the parts' device.
 
         Parts: `frames` (B, L, H, W[, 3]) uint8; `earlier` (B, K, L, …) uint8, the frames each
-        difference subtracts; `rest` (B, L, …) float32; `flow` (B, L, H, W, 2) float16 with
-        `flow_scale` (B,); `mirror` (B,) bool and `gain` (B,) float32, the augmentation drawn;
+        difference subtracts; `rest` (B, L, …) float32; `flow` (B, L, H, W, 2) float16;
+        `mirror` (B,) bool and `gain` (B,) float32, the augmentation drawn;
         `valid` (B,): frames of the video in the window, the rest holding its last one still.
         """
         frames = _channels_first(batch["frames"].float() / 255.0)
@@ -82,8 +105,7 @@ class InputSpec:
         if self.rest_span:
             channels.append(_channels_first(batch["rest"]))
         if self.use_flow:
-            scale = batch["flow_scale"].to(torch.float32).view(-1, 1, 1, 1, 1)
-            flow = (batch["flow"].float() * scale).clamp(-FLOW_CLIP, FLOW_CLIP)
+            flow = batch["flow"].float().clamp(-FLOW_CLIP, FLOW_CLIP)
             channels.append(flow.permute(0, 1, 4, 2, 3))
         x = torch.cat(channels, dim=2)
         x = self._augment(x, batch["mirror"], batch["gain"])
@@ -130,7 +152,6 @@ def stack_parts(items: Sequence[Mapping]) -> dict:
     """The parts of several windows as batch tensors (WindowDataset items of equal length)."""
     arrays = [key for key in ("frames", "earlier", "rest", "flow") if key in items[0]]
     out = {key: torch.stack([i[key] for i in items]) for key in arrays}
-    out["flow_scale"] = torch.tensor([float(i["flow_scale"]) for i in items], dtype=torch.float32)
     out["mirror"] = torch.tensor([bool(i["mirror"]) for i in items])
     out["gain"] = torch.tensor([float(i["gain"]) for i in items], dtype=torch.float32)
     return out

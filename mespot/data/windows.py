@@ -47,20 +47,19 @@ def to_cached_indices(intervals: np.ndarray, source_frames: Sequence[int]) -> np
 
 
 def clip_to_window(
-    segments: np.ndarray, labels: np.ndarray, start: int, window: int, scale: float = 1.0
+    segments: np.ndarray, labels: np.ndarray, start: int, window: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Video-coordinate intervals → those of one window, in window coordinates.
 
-    A window played at `scale` (training windows at random speeds) shows video frame
-    start + i × scale at position i: an interval keeps the positions whose frames' centres lie
-    in its extent (DESIGN.md §4), and at least the one nearest its middle.
+    An interval of inclusive frames covers their extent (onset − 0.5, offset + 0.5): it keeps
+    the window positions whose frames lie in that extent, and at least the one nearest its middle.
 
     The rule for intervals cut by a window edge: the part inside is kept when it is at least
     MIN_VISIBLE of the interval (the model learns it as an expression whose end lies beyond the
     window), otherwise the interval is left out of this window; the neighbouring window, which
     overlaps by window − stride frames, sees it whole.
     """
-    extent = (np.asarray(segments, dtype=np.float64).reshape(-1, 2) + [-0.5, 0.5] - start) / scale
+    extent = np.asarray(segments, dtype=np.float64).reshape(-1, 2) + [-0.5, 0.5] - start
     segments = np.stack([np.ceil(extent[:, 0]), np.floor(extent[:, 1])], axis=1)
     short = segments[:, 0] > segments[:, 1]
     segments[short] = np.floor(extent[short].mean(axis=1) + 0.5)[:, None]

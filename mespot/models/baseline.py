@@ -60,7 +60,7 @@ from torch import Tensor
 from mespot.data import cache
 from mespot.data.inputs import FLOW_CLIP
 from mespot.errors import UserError
-from mespot.module import IntervalSpotter
+from mespot.evaluation import IntervalSpotter
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,8 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from mespot.cli.train import FOLD_KEYS, cache_folder_of
-from mespot.data.datamodule import SpottingDataModule, WindowDataset
+from mespot.data.datamodule import SpottingDataModule
+from mespot.data.dataset import WindowDataset
 from mespot.intervals import TYPES
 from mespot.metrics import interval_iou
 from mespot.module import SpotterModule
@@ -45,9 +46,8 @@ def candidates(fold: Path, split: str) -> tuple[pd.DataFrame, pd.DataFrame]:
         h = datamodule.hparams
         datamodule.videos["test"] = datamodule.videos["train"]
         datamodule.datasets["test"] = WindowDataset(
-            datamodule.videos["train"], h.window, h.stride, h.use_flow,
-            frame_diffs=h.frame_diffs, rest_span=h.rest_span,
-        )  # fmt: skip
+            datamodule.videos["train"], h.window, h.stride, datamodule.datasets["test"].inputs
+        )
     (checkpoint,) = (fold / "checkpoints").glob("epoch_*.ckpt")
     model = SpotterModule.load_from_checkpoint(checkpoint, map_location="cpu")
     kept = {}

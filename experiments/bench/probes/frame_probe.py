@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mespot.data import cache
-from mespot.data.datamodule import FLOW_CLIP, read_cache
+from mespot.data.inputs import FLOW_CLIP
+from mespot.data.videos import read_cache
 from mespot.models.backbones import FrameEncoder, build_backbone
 from mespot.models.losses import sigmoid_focal_loss
 

@@ -1,10 +1,10 @@
-"""cosine_phases: a full cosine per training phase, restarting at each boundary."""
+"""The warm-up's learning rate: a full cosine per training phase, restarting at each boundary."""
 
 import pytest
 import torch
 
 from mespot.errors import UserError
-from mespot.schedules import cosine_phases
+from mespot.warmup import cosine_phases
 
 
 def learning_rates(boundaries, epochs, lr=1.0):
