@@ -29,11 +29,13 @@ format: install
 
 # Preprocessing speed, flow accuracy and memory → experiments/bench/preprocess.{json,md} (~5 min);
 # model sizes, train/infer speed and epoch memory → experiments/bench/training.{json,md} (~5 min);
-# mespot-spot end to end per flow method, × real time → experiments/bench/spot.{json,md} (~5 min).
+# mespot-spot end to end per flow method, × real time → experiments/bench/spot.{json,md} (~5 min);
+# every console script's `--help` in a fresh process → experiments/bench/startup.{json,md} (~3 min).
 bench: install
 	$(BIN)/python -m mespot.bench.preprocess
 	$(BIN)/python -m mespot.bench.training
 	$(BIN)/python -m mespot.bench.spot
+	$(BIN)/python -m mespot.bench.startup
 
 # Accuracy, kept out of `make bench`: a seeded mock CAS(ME)² (6 subjects, made once in data/bench/)
 # → every LOSO fold of the baseline and of VoVNet ± flow, ResNet and DenseNet at CPU sizes → the

@@ -1,14 +1,18 @@
-"""Shared by the tests that run `mespot-train` on a tiny mock (test_loso.py, test_ddp.py)."""
+"""Shared by the tests that run `mespot-train` on a tiny mock (test_loso.py, test_ddp.py) or
+read what its folds leave (test_startup.py)."""
 
+import json
 import socket
 
 import pytest
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from omegaconf import OmegaConf
 
 from mespot.data.adapters import load_annotations
 from mespot.data.preprocess import Settings, preprocess
 from mespot.data.synth import MockSpec, write_mock
+from mespot.intervals import TYPES
 
 TINY = [
     "preprocessing.size=32",
@@ -34,6 +38,29 @@ def tiny_mock(tmp_path_factory):
     """(root, cache dir) of a 3-subject mock CAS(ME)² (s15, s16, s19), preprocessed as TINY says."""
     spec = MockSpec("casme2", subjects=3, videos_per_subject=1, frames=200, size=(96, 72), seed=4)
     return preprocessed_mock(spec, tmp_path_factory)
+
+
+def write_job(sweep, job, subject, settings=(), counts=(1, 1, 1), rule=("strict", 0.5)):
+    """A job folder as mespot-train leaves it; counts = (n_pred, n_gt, tp) for each type."""
+    folder = sweep / job
+    (folder / ".hydra").mkdir(parents=True)
+    OmegaConf.save({"name": "grid", "data": {"test_subject": subject}},
+                   folder / ".hydra" / "config.yaml")  # fmt: skip
+    OmegaConf.save([*settings, f"data.test_subject={subject}"], folder / ".hydra/overrides.yaml")
+    if counts is not None:
+        n_pred, n_gt, tp = counts
+        metrics = {t: {"n_pred": n_pred, "n_gt": n_gt, "tp": tp} for t in TYPES}
+        (folder / "metrics.json").write_text(
+            json.dumps(
+                {
+                    **metrics,
+                    "matching": rule[0],
+                    "iou": rule[1],
+                    "thresholds": {"mae": 0.3, "me": 0.2},
+                }
+            )
+        )
+    return folder
 
 
 def _free_port() -> int:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TINY
+from conftest import TINY, write_job
 from omegaconf import OmegaConf
 
 from mespot.cli.common import CONFIG_PATH, compose_train
@@ -187,29 +187,6 @@ def test_ddp_inside_a_multirun_fails_the_fold_with_the_alternative(tiny_mock, tm
 
 
 # --- aggregation on hand-made sweep folders -----------------------------------------------
-
-
-def write_job(sweep, job, subject, settings=(), counts=(1, 1, 1), rule=("strict", 0.5)):
-    """A job folder as mespot-train leaves it; counts = (n_pred, n_gt, tp) for each type."""
-    folder = sweep / job
-    (folder / ".hydra").mkdir(parents=True)
-    OmegaConf.save({"name": "grid", "data": {"test_subject": subject}},
-                   folder / ".hydra" / "config.yaml")  # fmt: skip
-    OmegaConf.save([*settings, f"data.test_subject={subject}"], folder / ".hydra/overrides.yaml")
-    if counts is not None:
-        n_pred, n_gt, tp = counts
-        metrics = {t: {"n_pred": n_pred, "n_gt": n_gt, "tp": tp} for t in TYPES}
-        (folder / "metrics.json").write_text(
-            json.dumps(
-                {
-                    **metrics,
-                    "matching": rule[0],
-                    "iou": rule[1],
-                    "thresholds": {"mae": 0.3, "me": 0.2},
-                }
-            )
-        )
-    return folder
 
 
 def test_grid_cells_are_separate_experiments_labelled_by_what_differs(tmp_path):

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mespot.intervals import KEY
-from mespot.metrics import SpottingMetric, evaluate, interval_iou, match
+from mespot.metrics import evaluate, interval_iou, match
+from mespot.spotting_metric import SpottingMetric
 
 interval = st.tuples(
     st.sampled_from(["v1", "v2", "v3"]),

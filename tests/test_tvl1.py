@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from mespot.bench.preprocess import endpoint_error, make_cases
-from mespot.cli.common import compose_train, preprocessing_settings
+from mespot.cli.common import compose_train
+from mespot.cli.preprocess import preprocessing_settings
 from mespot.data import cache, preprocess
 from mespot.data import flow as flow_module
 from mespot.data.adapters import load_annotations

@@ -37,7 +37,8 @@ import mespot.spot as spot_module
 from mespot.bench import common
 from mespot.bench.common import DEFAULT_OUT, load_average, log, num, peak_rss_run, write_report
 from mespot.checkpoint import CHECKPOINT_FORMAT
-from mespot.cli.common import compose_train, preprocessing_settings
+from mespot.cli.common import compose_train
+from mespot.cli.preprocess import preprocessing_settings
 from mespot.data.datamodule import input_settings
 from mespot.data.flow import METHODS
 from mespot.data.inputs import InputSpec

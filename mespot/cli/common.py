@@ -15,7 +15,6 @@ from omegaconf.errors import MissingMandatoryValue
 
 from mespot import runs
 from mespot.data.adapters import Policies, load_annotations
-from mespot.data.preprocess import Settings
 from mespot.data.tables import Annotations
 from mespot.errors import UserError
 
@@ -122,21 +121,4 @@ def read_dataset(data) -> Annotations:
         annotations=data.annotations,
         frames_dir=data.frames_dir,
         policies=Policies(**data.policies),
-    )
-
-
-def preprocessing_settings(node) -> Settings:
-    """The cache settings of a `preprocessing` config (conf/preprocessing/default.yaml)."""
-    return Settings(
-        size=node.size,
-        colour=node.colour,
-        detector=node.face.detector,
-        margin=node.face.margin,
-        face_frames=node.face.frames,
-        align=node.face.align,
-        fps=node.fps,
-        flow_method=node.flow.method,
-        flow_params=OmegaConf.to_container(node.flow.params),
-        flow_step=node.flow.step,
-        flow_device=node.flow.device,
     )

@@ -11,7 +11,6 @@ from mespot.cli.common import CONFIG_PATH, exit_on_user_error
 from mespot.data.adapters import ADAPTERS
 from mespot.errors import UserError
 from mespot.intervals import read_intervals
-from mespot.plot import mark_hits, timeline
 
 DEFAULT_FPS = 30.0  # CAS(ME)² and CAS(ME)³; SAMM-LV is 200 (fps=200 or data=sammlv)
 MAX_LISTED = 20  # videos named in the "no such video" error
@@ -29,6 +28,9 @@ def main(cfg: DictConfig) -> None:
     pred = _of(predictions, subject, video)
     gt = None if ground_truth is None else _of(ground_truth, subject, video)
     title = cfg.title or f"{subject} {video}: {cfg.predictions}"
+    # matplotlib (~0.4 s) only once there is a figure to draw: --help and a mistake answer sooner
+    from mespot.plot import mark_hits, timeline
+
     path = timeline(
         cfg.out,
         predictions=pred,

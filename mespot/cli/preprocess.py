@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from mespot.cli.common import (
-    CONFIG_PATH,
-    exit_on_interrupt,
-    exit_on_user_error,
-    preprocessing_settings,
-    read_dataset,
-)
-from mespot.data.preprocess import preprocess
+from mespot.cli.common import CONFIG_PATH, exit_on_interrupt, exit_on_user_error, read_dataset
+from mespot.data.preprocess import Settings, preprocess
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="preprocess")
@@ -35,6 +29,23 @@ def main(cfg: DictConfig) -> None:
     print(report.summary())
     if report.failed:
         raise SystemExit(1)
+
+
+def preprocessing_settings(node) -> Settings:
+    """The cache settings of a `preprocessing` config (conf/preprocessing/default.yaml)."""
+    return Settings(
+        size=node.size,
+        colour=node.colour,
+        detector=node.face.detector,
+        margin=node.face.margin,
+        face_frames=node.face.frames,
+        align=node.face.align,
+        fps=node.fps,
+        flow_method=node.flow.method,
+        flow_params=OmegaConf.to_container(node.flow.params),
+        flow_step=node.flow.step,
+        flow_device=node.flow.device,
+    )
 
 
 if __name__ == "__main__":

@@ -23,13 +23,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mespot import resume, tracking
-from mespot.cli.common import (
-    CONFIG_PATH,
-    compose_train,
-    exit_on_user_error,
-    preprocessing_settings,
-    user_message,
-)
+from mespot.cli.common import CONFIG_PATH, compose_train, exit_on_user_error, user_message
+from mespot.cli.preprocess import preprocessing_settings
 from mespot.data import cache
 from mespot.data.datamodule import SpottingDataModule, input_settings
 from mespot.data.videos import refuse_unfinished, scan_cache
