@@ -53,7 +53,7 @@ def clip_to_window(
 
     A window played at `scale` (training windows at random speeds) shows video frame
     start + i × scale at position i: an interval keeps the positions whose frames' centres lie
-    in its extent (DESIGN.md §4), and at least the one nearest its middle.
+    in its extent, and at least the one nearest its middle, so no interval is left without one.
 
     The rule for intervals cut by a window edge: the part inside is kept when it is at least
     MIN_VISIBLE of the interval (the model learns it as an expression whose end lies beyond the
