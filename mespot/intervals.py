@@ -1,4 +1,4 @@
-"""Interval tables (DESIGN.md §3): expression type names and validated CSV reading.
+"""Interval tables: expression type names and validated CSV reading.
 
 Ground truth (`intervals.csv`) and predictions (`predictions.csv`) share one shape:
 `subject,video,onset,offset,type` with 1-based inclusive frame numbers; predictions add `score`

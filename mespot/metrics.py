@@ -1,4 +1,4 @@
-"""The MEGC spotting metric (DESIGN.md §3 "Predictions and evaluation").
+"""The MEGC spotting metric, the same for every method, so results compare across papers.
 
 A spotted interval is a true positive for a ground-truth interval of the same type when their
 inclusive-frame IoU reaches the threshold (0.5). TP/FP/FN are summed over every video, then
@@ -155,7 +155,7 @@ class Evaluation:
         return self.counts["mae"] + self.counts["me"]
 
     def to_dict(self) -> dict:
-        """The metrics.json layout of DESIGN.md §3."""
+        """The metrics.json layout: the rule, then counts and F1 per type and overall."""
         out = {"matching": self.matching, "iou": self.iou}
         out.update({t: self.counts[t].as_dict() for t in TYPES})
         out["overall"] = self.overall.as_dict()

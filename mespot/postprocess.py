@@ -1,4 +1,4 @@
-"""From per-window model outputs to a video's predictions (docs/design.md §1, §3).
+"""From per-window model outputs to a video's predictions, in the dataset's own frame numbers.
 
 The model sees windows of L cached frames; for each window it predicts candidate intervals
 (float positions inside the window, inclusive), a score and a class (0 = mae, 1 = me).
@@ -212,12 +212,13 @@ def best_thresholds(
     One threshold per type because the types score on different scales: a faint ME's best score
     sits far below a MaE's, and a shared threshold set by the MaEs silences every ME. Matching is
     per video and type, so each type's TP/FP/FN are counted once per candidate and the overall F1
-    of every combination is their sum. Give it validation subjects only: choosing on the test
-    subject is the "oracle" of docs/design.md §5. Default candidates per type: its distinct
-    scores (MAX_CANDIDATES quantiles when there are more) and one just above its best score,
-    which keeps none of the type (when its predictions only add false positives). `videos` as in
-    mespot.metrics.evaluate. Ties go to the lowest thresholds, which keep the most predictions:
-    when validation cannot tell thresholds apart, nothing is filtered out on no evidence.
+    of every combination is their sum. Give it validation subjects only: thresholds chosen on
+    the test subject would make its score an optimistic "oracle". Default candidates per type:
+    its distinct scores (MAX_CANDIDATES quantiles when there are more) and one just above its
+    best score, which keeps none of the type (when its predictions only add false positives).
+    `videos` as in mespot.metrics.evaluate. Ties go to the lowest thresholds, which keep the
+    most predictions: when validation cannot tell thresholds apart, nothing is filtered out on
+    no evidence.
     Candidates are rounded down to float32, the precision checkpoints store them in (float64
     does not exist on every device, e.g. Apple's MPS): validation scores exactly the thresholds
     that the test applies, and a candidate taken from a score still keeps that score.

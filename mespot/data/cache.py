@@ -1,4 +1,4 @@
-"""The preprocessed cache (docs/design.md §3 "Cache").
+"""The preprocessed cache: one folder per configuration, so two configurations never mix.
 
     <cache_dir>/<dataset>-<hash>/settings.json   everything that changes the arrays (hashed)
                                  intervals.csv, videos.csv   the annotations they belong to

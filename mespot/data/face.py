@@ -179,10 +179,9 @@ class FaceStabiliser:
     fitted by robust Gauss-Newton to the inside of the face box, against the first frame, at
     `work` pixels across the box: a rigid head is an affine map of the image, and the robust
     weights leave the local motion of expressions and blinks out of the fit. The fit is precise
-    to about 0.01 px of a 64-px crop (tests/test_face_align.py), where OpenCV's ECC was off by
-    0.1 px: at these sizes the difference decides whether micro-expressions can be seen at all
-    (experiments/bench/accuracy_log.md, fifth round). A frame whose fit fails (a face turned
-    away, a cut) keeps the previous fit.
+    to about 0.01 px of a 64-px crop (tests/test_face_align.py), where OpenCV's ECC is off by
+    0.1 px: at these sizes the difference decides whether micro-expressions can be seen at all.
+    A frame whose fit fails (a face turned away, a cut) keeps the previous fit.
     """
 
     GROW = 0.1  # the patch is the face box grown by this on each side: room for the head to move

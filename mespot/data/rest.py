@@ -3,9 +3,9 @@
 Frame differences see an expression while it moves, at its rise and its fall, hardly at its
 apex. What stays large from onset to offset is the frame's distance from the face at rest. Over
 a long stretch of a video most frames show the face at rest, so the stretch's median frame
-stands in for it, with nothing annotated and nothing learned (experiments/bench/accuracy_log.md,
-tenth and eleventh rounds). Each frame's mean brightness is taken out first: a room's light
-drifts.
+stands in for it, with nothing annotated and nothing learned: the head reads where an
+expression starts and ends from it. Each frame's mean brightness is taken out first: a room's
+light drifts.
 
 The median is taken every `span // 4` frames over the `span` frames around (every few of them,
 about 75 per median, to keep it cheap), once per video, and interpolated in between, so a slow

@@ -1,4 +1,5 @@
-"""The two tables every adapter produces (DESIGN.md §3): intervals.csv and videos.csv."""
+"""The two tables every adapter produces, one schema for every dataset: intervals.csv and
+videos.csv."""
 
 from __future__ import annotations
 

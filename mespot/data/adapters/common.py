@@ -35,7 +35,8 @@ MALFORMED = ("skip", "error")
 
 @dataclass(frozen=True)
 class Policies:
-    """How rows that the official files leave ambiguous become intervals (DESIGN.md §3)."""
+    """How rows that the official files leave ambiguous become intervals: explicit, counted and
+    configurable, never silent."""
 
     offset_zero: str = "apex"  # CAS(ME)² rows whose offset was not annotated (written as 0)
     fractional: str = "round_half_up"  # SAMM-LV frame numbers such as 566.4
