@@ -16,9 +16,9 @@ from mespot.files import atomic_write_json
 class BestCheckpoint(ModelCheckpoint):
     """ModelCheckpoint that keeps the best epoch from `first_epoch` on.
 
-    Why: with `model.backbone_warmup=N` the first N epochs train the motion-energy part alone;
-    the epoch kept must be one of the whole model's, or the backbone a run reports on may never
-    have been used (experiments/bench/accuracy_log.md, seventh round).
+    With `model.backbone_warmup=N` (mespot/warmup.py) the first N epochs train the motion-energy
+    part alone; the epoch kept must be one of the whole model's, or the backbone a run reports
+    on may never have been used.
     """
 
     def __init__(self, first_epoch: int = 0, **kwargs):

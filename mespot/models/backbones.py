@@ -1,4 +1,4 @@
-"""Per-frame 2D backbones (DESIGN.md §4): one D-vector per image, then per window (B, D, L).
+"""Per-frame 2D backbones: one D-vector per image, then per window (B, D, L).
 
 Every backbone is a timm model built from plain data (no weights are ever downloaded), with
 global average pooling and no classifier, so forward maps (N, C, H, W) → (N, D) and the module
@@ -127,7 +127,7 @@ class FrameEncoder(nn.Module):
 
     The output is channels-first over time so 1D temporal convolutions follow directly. Images
     run channels-last, the layout oneDNN and cuDNN convolve fastest (1.4× on a 2-core CPU in
-    fp32, 2.7× with bf16 autocast: experiments/bench/accuracy_log.md).
+    fp32, 2.7× with bf16 autocast).
     `chunk` bounds memory by running at most that many frames through the backbone at once; in
     training mode BatchNorm then sees per-chunk statistics, so results match unchunked runs
     exactly only in eval mode.

@@ -1,4 +1,4 @@
-"""1D temporal feature pyramid (DESIGN.md §4, the paper's Table 2).
+"""1D temporal feature pyramid (the paper's Table 2).
 
 Bottom-up: n stride-2 3×1 convs turn the per-frame features (B, in_dim, L) into levels of length
 ceil(L/2), ceil(L/4), …, ceil(L/2^n). Top-down: 1×1 laterals bring every level to one width,

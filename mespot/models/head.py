@@ -1,4 +1,4 @@
-"""Anchor-free temporal head (DESIGN.md §4): points, label assignment, the network, decoding.
+"""Anchor-free temporal head: points, label assignment, the network, decoding.
 
 Every location of every pyramid level is a *point* standing for one window frame position `t`.
 A point predicts, per class, whether an expression surrounds it, and two distances (frames) from

@@ -8,13 +8,13 @@ the mean absolute difference, as a robust z-score over the window's frames (medi
 absolute deviation per block): large where a block moves more than it usually does in these
 few seconds, whatever the subject's skin, contrast or sensor noise. On a stabilised face
 (`face.align=stabilise`) those scores separate expressions from the rest on subjects never
-seen (experiments/bench/accuracy_log.md, fifth round).
+seen.
 
 Frame differences see an expression while it moves: at its rise and its fall, hardly at its
 apex. With `data.rest_span`, the data also feed each frame's distance from the face at rest
 (mespot/data/rest.py), scored here like a difference: it stays high from onset to offset, so the
 head can read where an expression starts and ends, and how long it lasts, from the frames rather
-than from the lengths it was trained on (accuracy_log.md, tenth and eleventh rounds).
+than from the lengths it was trained on.
 """
 
 from __future__ import annotations
