@@ -69,6 +69,29 @@ def _moved(state: dict, old: str, new: str) -> dict:
             "best_k_models": kept}  # fmt: skip
 
 
+class ValidateFrom(pl.Callback):
+    """Validate only from `first_epoch` on: the epochs before it can never be kept (BestCheckpoint),
+    and each validation picks its own thresholds, so validating them changes nothing but the
+    logged curves, and costs time (a quarter of a benchmark fold). Those epochs write no
+    last.ckpt either (it is saved after validation), so a run stopped in them resumes from its
+    start.
+    """
+
+    def __init__(self, first_epoch: int = 0):
+        self.first_epoch = first_epoch
+        self.every = 1
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.every = trainer.check_val_every_n_epoch
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.every is None:  # validation every N batches, not per epoch: left as it is
+            return
+        epoch = trainer.current_epoch
+        # Lightning validates after epoch e when (e + 1) % check_val_every_n_epoch == 0
+        trainer.check_val_every_n_epoch = self.every if epoch >= self.first_epoch else epoch + 2
+
+
 class Throughput(pl.Callback):
     """How fast a fold trains and evaluates, and whether the device waits for data: written to
     `throughput.json` in the run folder after fitting and again after testing.

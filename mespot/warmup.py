@@ -8,8 +8,8 @@ motion scores miss. The pieces that make that work:
 - `Gate`: the backbone's way in, a linear map of its features that starts at 0;
 - `warming`: whether an epoch is a warm-up epoch (the backbone skipped);
 - `cosine_phases`: one cosine of the learning rate per phase;
-- `ValidateFrom`: no validation in the warm-up, whose epochs are never kept (the checkpoint
-  callback's `first_epoch` is N too: conf/callbacks/default.yaml).
+- the first epoch that can be kept, and validated, is N: conf/callbacks/default.yaml gives it
+  to the checkpoint callback and ValidateFrom (mespot/callbacks.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
@@ -47,8 +46,8 @@ class Gate(nn.Module):
         return self.weight @ features
 
 
-def warming(module: pl.LightningModule, epochs: int) -> bool:
-    """Whether `module` trains in a warm-up epoch (of `epochs`)."""
+def warming(module, epochs: int) -> bool:
+    """Whether a LightningModule trains in a warm-up epoch (of `epochs`)."""
     return module.training and module.current_epoch < epochs
 
 
@@ -75,26 +74,3 @@ def cosine_phases(optimizer: Optimizer, boundaries: Sequence[int]) -> LambdaLR:
         return 0.0  # past the last boundary
 
     return LambdaLR(optimizer, factor)
-
-
-class ValidateFrom(pl.Callback):
-    """Validate only from `first_epoch` on: the epochs before it can never be kept (BestCheckpoint),
-    and each validation picks its own thresholds, so validating them changes nothing but the
-    logged curves, and costs time (a quarter of a benchmark fold). Those epochs write no
-    last.ckpt either (it is saved after validation), so a run stopped in them resumes from its
-    start.
-    """
-
-    def __init__(self, first_epoch: int = 0):
-        self.first_epoch = first_epoch
-        self.every = 1
-
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.every = trainer.check_val_every_n_epoch
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.every is None:  # validation every N batches, not per epoch: left as it is
-            return
-        epoch = trainer.current_epoch
-        # Lightning validates after epoch e when (e + 1) % check_val_every_n_epoch == 0
-        trainer.check_val_every_n_epoch = self.every if epoch >= self.first_epoch else epoch + 2

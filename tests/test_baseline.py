@@ -13,11 +13,12 @@ import torch
 from conftest import TINY
 from hydra.utils import instantiate
 
+from mespot.baseline import BaselineModule
 from mespot.cli.common import compose_train
 from mespot.data.datamodule import SpottingDataModule
 from mespot.intervals import read_intervals
 from mespot.metrics import interval_iou
-from mespot.models.baseline import BaselineModule, face_box, local_maxima
+from mespot.models.baseline import face_box, local_maxima
 
 FPS = 30.0
 ME_INTERVAL, MAE_INTERVAL = (100, 109), (160, 205)  # frames

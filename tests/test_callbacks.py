@@ -5,9 +5,8 @@ import pytest
 import torch
 from lightning.pytorch.demos.boring_classes import BoringModel
 
-from mespot.callbacks import BestCheckpoint
+from mespot.callbacks import BestCheckpoint, ValidateFrom
 from mespot.errors import UserError
-from mespot.warmup import ValidateFrom
 
 
 class WorseEveryEpoch(BoringModel):
