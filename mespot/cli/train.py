@@ -84,11 +84,11 @@ def _instantiate_all(group: DictConfig | None) -> list:
     return [hydra.utils.instantiate(c) for c in (group or {}).values() if c is not None]
 
 
-def run_fold(cfg: DictConfig) -> dict | float:
-    """Train and test one fold; the metrics, or `optimized_metric` alone for a sweeper."""
-    checkpoint = resume.read(cfg)  # to resume from: fails before any work
-    folder = cache_folder_of(cfg)
-    pl.seed_everything(cfg.seed, workers=True)
+def build_data_and_model(
+    cfg: DictConfig, folder: Path
+) -> tuple[SpottingDataModule, pl.LightningModule]:
+    """The fold's data module, set up on the cache `folder`, and the model built for the inputs
+    it feeds (tests/test_configs.py builds every experiment through here)."""
     data = OmegaConf.to_container(cfg.data, resolve=True)  # plain values: checkpoints hold them
     datamodule = SpottingDataModule(str(folder), **{k: data[k] for k in FOLD_KEYS}, seed=cfg.seed)
     datamodule.setup()
@@ -99,14 +99,28 @@ def run_fold(cfg: DictConfig) -> dict | float:
         inputs=input_settings(cfg.data),
         _convert_="all",
     )
+    return datamodule, model
+
+
+def build_trainer(cfg: DictConfig) -> pl.Trainer:
+    """The trainer with every callback and logger the config lists; nothing runs yet."""
+    callbacks, loggers = _instantiate_all(cfg.get("callbacks")), _instantiate_all(cfg.get("logger"))
+    return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+
+def run_fold(cfg: DictConfig) -> dict | float:
+    """Train and test one fold; the metrics, or `optimized_metric` alone for a sweeper."""
+    checkpoint = resume.read(cfg)  # to resume from: fails before any work
+    folder = cache_folder_of(cfg)
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule, model = build_data_and_model(cfg, folder)
     resume.check(cfg, checkpoint, model, datamodule, list(HydraConfig.get().overrides.task))
     # after the check: a resume that cannot go on leaves its run folder as it was
     config = OmegaConf.to_yaml(cfg, resolve=True)
     atomic_write_text(Path(cfg.paths.output_dir) / "config.yaml", config)
-    callbacks, loggers = _instantiate_all(cfg.get("callbacks")), _instantiate_all(cfg.get("logger"))
-    for logger in loggers:
+    trainer = build_trainer(cfg)
+    for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     trainer.fit(model, datamodule, ckpt_path=cfg.ckpt_path)
     checkpoint = trainer.checkpoint_callback
     if cfg.test:
