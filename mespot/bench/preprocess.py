@@ -43,7 +43,7 @@ from mespot.bench.common import (
     write_report,
 )
 from mespot.data.flow import Flow, make_flow
-from mespot.data.render import Nuisance, face_box, render_video, sample_appearance
+from mespot.data.synth.render import Nuisance, face_box, render_video, sample_appearance
 from mespot.parallel import one_thread
 
 SIZE = 128  # the cache's crop size

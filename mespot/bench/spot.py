@@ -3,7 +3,7 @@
     python -m mespot.bench.spot [--seconds S] [--rounds N] [--methods M ...] [--override K=V]
                                 [--quick] [--out DIR]
 
-Renders a 640×480, 30 fps recording of a procedural face (mespot.data.render, as the mock
+Renders a 640×480, 30 fps recording of a procedural face (mespot.data.synth.render, as the mock
 datasets do) with OpenCV's VideoWriter, builds one checkpoint per flow method at the default CPU
 model size (conf/train.yaml with model/backbone=vovnet_small model/neck=small; the flow settings
 come from conf/preprocessing/default.yaml) and times `spot()` on the recording with each: a fresh
@@ -42,9 +42,9 @@ from mespot.cli.preprocess import preprocessing_settings
 from mespot.data.datamodule import input_settings
 from mespot.data.flow import METHODS
 from mespot.data.inputs import InputSpec
-from mespot.data.render import render_video
 from mespot.data.synth import LAYOUTS, MockSpec
 from mespot.data.synth.plan import plan_videos
+from mespot.data.synth.render import render_video
 from mespot.data.windows import window_starts
 
 SIZE = (640, 480)  # width, height: a typical webcam
@@ -416,7 +416,7 @@ def markdown(result: dict) -> str:
         f"Recording: {rec['size'][0]}×{rec['size'][1]}, {rec['fps']:g} fps, {rec['seconds']:g} s "
         f"({rec['frames']} frames), {rec['codec']} ({rec['file_mb']:.1f} MB), written with "
         f"cv2.VideoWriter: one procedural face about {rec['face_width_px']} px wide "
-        f"(mespot.data.render, as in the mock datasets) with {rec['events']['mae']} MaE, "
+        f"(mespot.data.synth.render, as in the mock datasets) with {rec['events']['mae']} MaE, "
         f"{rec['events']['me']} ME, {plural(rec['events']['blink'], 'blink')}, head motion, "
         "lighting drift and sensor noise.",
     ]
