@@ -12,9 +12,9 @@ from openpyxl import Workbook, load_workbook
 from mespot.data.adapters import Policies, load_annotations
 from mespot.data.adapters.common import read_sheets
 from mespot.data.frames import list_frames
-from mespot.data.render import Appearance, Event
 from mespot.data.synth import LAYOUTS, MockSpec, write_mock
 from mespot.data.synth.plan import MockVideo
+from mespot.data.synth.render import Appearance, Event
 from mespot.errors import UserError
 
 SMALL = {

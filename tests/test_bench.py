@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
+from mespot.bench import common
 from mespot.bench import preprocess as bench
 
 SHIFT = (1.5, 0.0)  # px: a pure translation, the case whose answer is obvious
@@ -100,16 +101,16 @@ def test_verdict_names_a_tvl1_setting_only_when_one_meets_the_goal(rows):
 
 
 def test_results_are_written_only_where_told(rows, tmp_path, monkeypatch):
-    monkeypatch.setattr(bench, "git_commit", lambda: "abc1234")
+    monkeypatch.setattr(common, "git_commit", lambda: "abc1234")
     result = {
         "command": "python -m mespot.bench.preprocess --test",
         "quick": True,
-        "environment": bench.environment(),
+        "environment": common.environment("cv2", "numpy"),
         "flow": {"fields": 1, "noise": bench.SENSOR_NOISE, "workers": 2, "size": 128, "rows": rows},
         "verdict": bench.verdict(rows),
         "pipeline_skipped": "not run in tests",
     }
-    json_path, md_path = bench.write_results(result, tmp_path)
+    json_path, md_path = common.write_report(result, tmp_path, "preprocess", bench.markdown)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["preprocess.json", "preprocess.md"]
     saved = json.loads(json_path.read_text())
     assert saved["environment"]["commit"] == "abc1234"

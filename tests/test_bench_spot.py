@@ -10,6 +10,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from mespot.bench import spot as bench
+from mespot.bench.common import DEFAULT_OUT
 from mespot.cli.common import CONFIG_PATH
 from mespot.module import load_spotter
 
@@ -25,10 +26,10 @@ def snapshot(folder) -> dict:
 def report(tmp_path_factory) -> tuple[dict, str, bool]:
     """(spot.json, spot.md, whether experiments/bench stayed as it was) of a tiny run."""
     out = tmp_path_factory.mktemp("bench")
-    before = snapshot(bench.DEFAULT_OUT) if bench.DEFAULT_OUT.exists() else {}
+    before = snapshot(DEFAULT_OUT) if DEFAULT_OUT.exists() else {}
     args = ["--seconds", "2", "--rounds", "1", "--methods", METHOD, "--out", str(out)]
     assert bench.main(args) == 0
-    after = snapshot(bench.DEFAULT_OUT) if bench.DEFAULT_OUT.exists() else {}
+    after = snapshot(DEFAULT_OUT) if DEFAULT_OUT.exists() else {}
     assert sorted(p.name for p in out.iterdir()) == ["spot.json", "spot.md"]
     saved = json.loads((out / "spot.json").read_text())
     return saved, (out / "spot.md").read_text(), before == after

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from mespot.bench import training as bench
+from mespot.bench.common import DEFAULT_OUT
 
 TINY = bench.Variant("vovnet_small", "cpu", px=32, window=8, batch=1)
 CPU = torch.device("cpu")
@@ -18,9 +19,9 @@ def snapshot(folder) -> dict:
 @pytest.fixture(scope="module")
 def run() -> tuple[list[dict], bool]:
     """The rows, and whether experiments/bench stayed as it was."""
-    before = snapshot(bench.DEFAULT_OUT) if bench.DEFAULT_OUT.exists() else {}
+    before = snapshot(DEFAULT_OUT) if DEFAULT_OUT.exists() else {}
     rows = bench.bench_throughput([TINY], device=CPU, timing={"cpu": {"warmup": 0, "steps": 1}})
-    after = snapshot(bench.DEFAULT_OUT) if bench.DEFAULT_OUT.exists() else {}
+    after = snapshot(DEFAULT_OUT) if DEFAULT_OUT.exists() else {}
     return rows, before == after
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mespot.data.face import FaceStabiliser
-from mespot.data.render import Event, Nuisance, face_box, render_video, sample_appearance
+from mespot.data.synth.render import Event, Nuisance, face_box, render_video, sample_appearance
 
 STILL = Nuisance(head_drift=0.0, head_rotation=0.0, illumination=0.0, noise=0.0)
 HEAD_ONLY = Nuisance(head_drift=3.0, head_rotation=1.5, illumination=0.0, noise=0.0)

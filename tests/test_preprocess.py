@@ -27,8 +27,8 @@ from mespot.data.preprocess import (
     preprocess,
     process_video,
 )
-from mespot.data.render import Nuisance, render_video, sample_appearance
 from mespot.data.synth import MockSpec, write_mock
+from mespot.data.synth.render import Nuisance, render_video, sample_appearance
 from mespot.errors import UserError
 
 FAST = Settings(size=64, flow_method="dis", flow_params={"preset": "fast"})

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mespot.data.render import (
+from mespot.data.synth.render import (
     MAE_AMPLITUDE,
     ME_AMPLITUDE,
     REGIONS,

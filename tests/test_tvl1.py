@@ -18,8 +18,8 @@ from mespot.data.adapters import load_annotations
 from mespot.data.flow import make_flow
 from mespot.data.frames import FrameList
 from mespot.data.preprocess import Job, Settings, process_video
-from mespot.data.render import Nuisance, render_video, sample_appearance
 from mespot.data.synth import MockSpec, write_mock
+from mespot.data.synth.render import Nuisance, render_video, sample_appearance
 from mespot.data.tvl1 import tvl1_flow
 from mespot.errors import UserError
 

@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,12 +31,20 @@ from pathlib import Path
 
 from mespot.bench import common
 from mespot.bench.chance import loso_chance
-from mespot.bench.common import DEFAULT_OUT, REPO, load_average, log, num, write_report
+from mespot.bench.common import (
+    REPO,
+    console_script,
+    f1,
+    load_average,
+    log,
+    num,
+    run_logged,
+    tail,
+)
 from mespot.data.adapters import load_annotations
 from mespot.intervals import format_thresholds
 from mespot.loso import ROW_NAMES
 
-BIN = Path(sys.executable).parent  # mespot-synth, -preprocess and -train live next to python
 ROWS = ("mae", "me", "overall")
 
 
@@ -108,23 +114,6 @@ QUICK = Budget(
 # --------------------------------------------------------------------------- data
 
 
-def run_logged(command: Sequence[str], log_path: Path) -> tuple[int, float]:
-    """Run `command` from the repository root, its output into `log_path`: (status, seconds)."""
-    import subprocess
-
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    with open(log_path, "w") as out:
-        out.write("$ " + " ".join(command) + "\n")
-        out.flush()
-        done = subprocess.run(list(command), cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-    return done.returncode, time.perf_counter() - start
-
-
-def tail(path: Path, chars: int = 2000) -> str:
-    return path.read_text(errors="replace")[-chars:]
-
-
 def prepare_data(budget: Budget, data: Path) -> dict:
     """The mock in <data>/casme2 (made once) and its cache in <data>/cache: what was done."""
     root, cache = data / "casme2", data / "cache"
@@ -141,13 +130,14 @@ def prepare_data(budget: Budget, data: Path) -> dict:
         if root.exists():  # an unfinished folder (mespot-synth writes mock.json last)
             shutil.rmtree(root)
         settings = [f"{k}={v}" for k, v in budget.synth.items()]
-        command = [str(BIN / "mespot-synth"), "data=casme2", f"out={root}", *settings, "workers=2"]
+        command = [console_script("mespot-synth"), "data=casme2", f"out={root}", *settings,
+                   "workers=2"]  # fmt: skip
         log(f"mock: {' '.join(command[1:])}")
         status, seconds = run_logged(command, data / "logs" / "synth.log")
         if status != 0:
             raise SystemExit(f"mespot-synth failed:\n{tail(data / 'logs' / 'synth.log')}")
         info["synth_seconds"] = seconds
-    command = [str(BIN / "mespot-preprocess"), "data=casme2", f"data.root={root}",
+    command = [console_script("mespot-preprocess"), "data=casme2", f"data.root={root}",
                f"paths.cache_dir={cache}", f"size={budget.size}", f"flow.method={budget.flow}",
                f"face.align={budget.align}", "progress=false"]  # fmt: skip
     log(f"preprocess: {' '.join(command[1:])}")
@@ -174,7 +164,7 @@ def method_command(name: str, budget: Budget, data: Path, sweep: Path) -> list[s
     extra = list(budget.learned_overrides) if method.learned else []
     # two folds at a time, one core each: ~20% faster than one fold on both cores
     launcher = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
-    return [str(BIN / "mespot-train"), "-m", *method.overrides, *shared, *extra,
+    return [console_script("mespot-train"), "-m", *method.overrides, *shared, *extra,
             "data.test_subject=all", *launcher, f"hydra.sweep.dir={sweep}"]  # fmt: skip
 
 
@@ -284,10 +274,6 @@ def chance_row(data: Path) -> dict:
 # --------------------------------------------------------------------------- report
 
 
-def _f1(row: dict, key: str) -> str:
-    return num(row[key]["f1"], 4) if key in row else "–"
-
-
 def _wall(row: dict) -> str:
     """A method's wall time; a reused sweep (--resume) says so."""
     wall = "–" if row["seconds"] is None else f"{row['seconds'] / 60:.1f} min"
@@ -301,27 +287,46 @@ def _folds(row: dict) -> str:
 
 def table(rows: Sequence[dict]) -> list[str]:
     """Table 4's layout: F1 per type and overall, TP/FP/FN summed over folds (overall)."""
-    lines = ["| method | MaE F1 | ME F1 | Overall F1 | TP/FP/FN | folds | wall time |",
-             "|---|--:|--:|--:|--:|--:|--:|"]  # fmt: skip
-    for r in rows:
-        o = r.get("overall")
-        counts = f"{o['tp']}/{o['fp']}/{o['fn']}" if o else "–"
-        lines.append(f"| {r['label']} | {_f1(r, 'mae')} | {_f1(r, 'me')} | {_f1(r, 'overall')} | "
-                     f"{counts} | {_folds(r)} | {_wall(r)} |")  # fmt: skip
-    return lines
+    columns = ("method", "MaE F1", "ME F1", "Overall F1", "TP/FP/FN", "folds", "wall time")
+    cells = [(r["label"], f1(r, "mae"), f1(r, "me"), f1(r, "overall"), _counts(r.get("overall")),
+              _folds(r), _wall(r)) for r in rows]  # fmt: skip
+    return common.table(columns, "lrrrrrr", cells)
+
+
+def _counts(counts: dict | None) -> str:
+    return f"{counts['tp']}/{counts['fp']}/{counts['fn']}" if counts else "–"
 
 
 def counts_table(rows: Sequence[dict]) -> list[str]:
-    lines = ["| method | type | n_pred | n_gt | TP | FP | FN | precision | recall | F1 |",
-             "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|"]  # fmt: skip
-    for r in rows:
-        for key in ROWS:
-            if key in r:
-                c = r[key]
-                lines.append(f"| {r['label']} | {ROW_NAMES[key]} | {c['n_pred']} | {c['n_gt']} | "
-                             f"{c['tp']} | {c['fp']} | {c['fn']} | {num(c['precision'], 4)} | "
-                             f"{num(c['recall'], 4)} | {num(c['f1'], 4)} |")  # fmt: skip
-    return lines
+    columns = ("method", "type", "n_pred", "n_gt", "TP", "FP", "FN", "precision", "recall", "F1")
+    cells = [(r["label"], ROW_NAMES[key], *_count_cells(r[key])) for r in rows for key in ROWS
+             if key in r]  # fmt: skip
+    return common.table(columns, "llrrrrrrrr", cells)
+
+
+def _count_cells(c: dict) -> tuple:
+    return (c["n_pred"], c["n_gt"], c["tp"], c["fp"], c["fn"], num(c["precision"], 4),
+            num(c["recall"], 4), num(c["f1"], 4))  # fmt: skip
+
+
+def subjects_table(rows: Sequence[dict]) -> list[str]:
+    """Each method's overall counts per test subject, at the thresholds its fold chose."""
+    subjects = sorted({s for r in rows for s in r.get("per_subject", {})})
+    cells = [(r["label"], *(_subject_cell(r.get("per_subject", {}).get(s)) for s in subjects))
+             for r in rows]  # fmt: skip
+    return common.table(["method", *subjects], "l" + "r" * len(subjects), cells)
+
+
+def timings_table(rows: Sequence[dict]) -> list[str]:
+    """Each method's wall time beside the load on the machine while it ran."""
+    cells = [(r["label"], _wall(r), r["load_average_start"], r["load_average_end"]) for r in rows]
+    return common.table(("method", "wall time", "load average at start", "at end"), "lrll", cells)
+
+
+def _subject_cell(fold: dict | None) -> str:
+    if not fold:
+        return "–"
+    return f"{_counts(fold['overall'])} @ {format_thresholds(fold['thresholds'])}"
 
 
 def markdown(result: dict) -> str:
@@ -354,24 +359,10 @@ def markdown(result: dict) -> str:
         "## Counts", "", *counts_table(scored), "",
         "## Per subject (overall TP/FP/FN @ the score thresholds chosen on validation)", "",
     ]  # fmt: skip
-    subjects = sorted({s for r in rows for s in r.get("per_subject", {})})
-    lines += ["| method | " + " | ".join(subjects) + " |",
-              "|---|" + "--:|" * len(subjects)]  # fmt: skip
-    for r in rows:
-        cells = []
-        for subject in subjects:
-            p = r.get("per_subject", {}).get(subject)
-            cells.append(f"{p['overall']['tp']}/{p['overall']['fp']}/{p['overall']['fn']} "
-                         f"@ {format_thresholds(p['thresholds'])}" if p else "–")  # fmt: skip
-        lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
-    lines += ["", "## Timings", "",
+    lines += [*subjects_table(rows), "", "## Timings", "",
               f"Mock: {num(data['synth_seconds'], 0) + ' s' if data['synth_seconds'] else 'reused'}"
               f"; preprocessing: {pre['seconds']:.0f} s; total: {result['seconds'] / 60:.1f} min.",
-              "", "| method | wall time | load average at start | at end |",
-              "|---|--:|---|---|"]  # fmt: skip
-    for r in rows:
-        lines.append(f"| {r['label']} | {_wall(r)} | {r['load_average_start']} | "
-                     f"{r['load_average_end']} |")  # fmt: skip
+              "", *timings_table(rows)]  # fmt: skip
     problems = [r for r in rows if not r.get("complete")]
     if problems:
         lines += ["", "## Incomplete", ""]
@@ -381,28 +372,12 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def environment() -> dict:
-    import lightning
-    import torch
-
-    return common.environment(common.git_commit(), torch=torch.__version__,
-                              lightning=lightning.__version__)  # fmt: skip
-
-
 # --------------------------------------------------------------------------- command line
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m mespot.bench.accuracy",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--quick", action="store_true", help="a smoke test: 3 subjects, "
-                        "2 epochs of 2 batches (1 warm-up), DIS flow at 32 px")  # fmt: skip
-    parser.add_argument(
-        "--out", type=Path, help=f"results folder (default {DEFAULT_OUT}; --quick: a temp folder)"
-    )
+    parser = common.arguments("accuracy", __doc__, quick="a smoke test: 3 subjects, 2 epochs of "
+                              "2 batches (1 warm-up), DIS flow at 32 px")  # fmt: skip
     parser.add_argument("--data", type=Path, help="mock, cache and sweeps (default data/bench; "
                         "--quick: <out>/data)")  # fmt: skip
     parser.add_argument("--resume", action="store_true", help="reuse each method's sweep that is "
@@ -415,14 +390,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     budget = QUICK if args.quick else FULL
-    out_dir = args.out or (
-        Path(tempfile.gettempdir()) / "mespot-bench" if args.quick else DEFAULT_OUT
-    )
+    out_dir = common.out_folder(args)
     data = (args.data or (out_dir / "data" if args.quick else REPO / "data" / "bench")).resolve()
     methods = list(args.methods or DEFAULT_METHODS)
     start = time.perf_counter()
-    command = "python -m mespot.bench.accuracy " + " ".join(sys.argv[1:] if argv is None else argv)
-    result = {"command": command.strip(), "quick": args.quick, "environment": environment(),
+    result = {"command": common.command_line("accuracy", argv), "quick": args.quick,
+              "environment": common.environment("torch", "lightning"),
               "budget": {"synth": budget.synth, "size": budget.size, "flow": budget.flow,
                          "align": budget.align, "val_subjects": budget.val_subjects,
                          "learned_overrides": list(budget.learned_overrides),
@@ -432,11 +405,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     result["rows"] = [run_method(name, budget, data, args.resume) for name in methods]
     result["chance"] = chance_row(data)
     result["complete"] = all(r.get("complete") for r in result["rows"])
-    result["seconds"] = time.perf_counter() - start
-    result["environment"]["load_average_at_end"] = load_average()
-    json_path, md_path = write_report(result, out_dir, "accuracy", markdown)
+    common.finish(result, start, out_dir, "accuracy", markdown)
     print("\n".join(table([result["chance"], *result["rows"]])))
-    log(f"wrote {json_path} and {md_path} in {result['seconds'] / 60:.1f} min")
     incomplete = [r["method"] for r in result["rows"] if not r.get("complete")]
     if incomplete:
         log(f"incomplete: {', '.join(incomplete)} (logs in {data / 'logs'})")

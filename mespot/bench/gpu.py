@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -37,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from mespot.bench import common
-from mespot.bench.common import DEFAULT_OUT, REPO, log, num, write_report
+from mespot.bench.common import DEFAULT_OUT, REPO, TIMED_OUT, f1, log, num, tail
 
 PAPER_EPOCHS = 30
 CASME2 = {"subjects": 22, "frames": 254_000, "window": 128, "stride": 64, "val_subjects": 2}
@@ -67,6 +66,11 @@ class Profile:
     budget_s: float  # the whole check: a step that would run past it is cut short or skipped
     val_subjects: int | None = None  # None: each experiment's own
     extra: dict = field(default_factory=dict)
+
+    @property
+    def frames(self) -> int:
+        """The frames of the whole mock."""
+        return self.synth["subjects"] * self.synth["videos_per_subject"] * self.synth["frames"]
 
 
 GPU = Profile(
@@ -133,37 +137,20 @@ def python_module(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
-def run_logged(command: Sequence[str], log_path: Path, timeout: float | None = None) -> dict:
-    """Run `command` from the repository root, its output into `log_path`: status and seconds.
-    Past `timeout` its whole process group is killed (a sweep's fold processes too): status
-    124."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    with open(log_path, "w") as out:
-        out.write("$ " + " ".join(command) + "\n")
-        out.flush()
-        process = subprocess.Popen(
-            list(command), cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        try:
-            status = process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-            status = 124
-    return {
-        "status": status,
-        "seconds": time.perf_counter() - start,
-        "log": str(log_path),
-        "command": " ".join(command[2:] if command[0] == sys.executable else command),
-    }
+def run_step(command: Sequence[str], log_path: Path, timeout: float | None = None) -> dict:
+    """common.run_logged, as a step of the report: status, seconds, its log and its command (as
+    a user types it: `mespot.cli.train …` without the interpreter)."""
+    status, seconds = common.run_logged(command, log_path, timeout)
+    shown = command[2:] if command[0] == sys.executable else command
+    return {"status": status, "seconds": seconds, "log": str(log_path), "command": " ".join(shown)}
 
 
 def checked(step: dict) -> dict:
     """A step that must succeed: its error output ends the check."""
     if step["status"] != 0:
-        tail = Path(step["log"]).read_text(errors="replace")[-3000:]
-        raise StepFailed(f"{step['command']} failed (status {step['status']}):\n{tail}")
+        raise StepFailed(
+            f"{step['command']} failed (status {step['status']}):\n{tail(step['log'], 3000)}"
+        )
     return step
 
 
@@ -232,18 +219,10 @@ class GpuSampler:
 
 def environment(profile: Profile) -> dict:
     import cv2
-    import lightning
-    import timm
     import torch
 
     env = common.environment(
-        common.git_commit(),
-        torch=torch.__version__,
-        lightning=lightning.__version__,
-        timm=timm.__version__,
-        numpy=np.__version__,
-        opencv=cv2.__version__,
-        opencv_contrib=hasattr(cv2, "optflow"),
+        "torch", "lightning", "timm", "numpy", opencv=cv2.__version__, opencv_contrib=_opencv_tvl1()
     )
     env["profile"] = profile.name
     env["cuda"] = torch.version.cuda
@@ -253,17 +232,9 @@ def environment(profile: Profile) -> dict:
         env["gpu"] = props.name
         env["gpu_memory_gb"] = round(props.total_memory / 2**30, 1)
         env["gpu_count"] = torch.cuda.device_count()
-        try:
-            smi = subprocess.run(
-                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                capture_output=True,
-                text=True,
-                timeout=20,
-                check=True,
-            )
-            env["driver"] = smi.stdout.strip().splitlines()[0]
-        except (OSError, subprocess.SubprocessError, IndexError):
-            env["driver"] = None
+        env["driver"] = common.first_line(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]
+        )
     return env
 
 
@@ -388,10 +359,8 @@ def make_mock(profile: Profile, ws: Workspace, workers: int) -> dict:
     command = python_module(
         "mespot.cli.synth", "data=casme2", f"out={ws.mock}", *settings, f"workers={workers}"
     )
-    step = checked(run_logged(command, ws.logs / "synth.log"))
-    frames = profile.synth["subjects"] * profile.synth["videos_per_subject"]
-    frames *= profile.synth["frames"]
-    return step | {"frames": frames, "frames_per_s": frames / step["seconds"]}
+    step = checked(run_step(command, ws.logs / "synth.log"))
+    return step | {"frames": profile.frames, "frames_per_s": profile.frames / step["seconds"]}
 
 
 def preprocessing_overrides(profile: Profile, align: str, detector: str) -> list[str]:
@@ -419,13 +388,11 @@ def preprocess(profile: Profile, ws: Workspace, align: str, detector: str, worke
         "progress=false",
     )
     with GpuSampler() as gpu:
-        step = checked(run_logged(command, ws.logs / f"preprocess_{align}.log"))
-    frames = profile.synth["subjects"] * profile.synth["videos_per_subject"]
-    frames *= profile.synth["frames"]
+        step = checked(run_step(command, ws.logs / f"preprocess_{align}.log"))
     return step | {
         "align": align,
-        "frames": frames,
-        "frames_per_s": frames / step["seconds"],
+        "frames": profile.frames,
+        "frames_per_s": profile.frames / step["seconds"],
         "gpu": gpu.summary(),
     }
 
@@ -466,7 +433,7 @@ def probe(profile: Profile, ws: Workspace, overrides: Sequence[str], epochs: int
         f"hydra.run.dir={folder}",
     )
     with GpuSampler() as gpu:
-        step = checked(run_logged(command, ws.logs / "probe.log"))
+        step = checked(run_step(command, ws.logs / "probe.log"))
     throughput = json.loads((folder / "throughput.json").read_text())
     return step | {
         "epochs": epochs,
@@ -529,8 +496,8 @@ def sweep(
         f"hydra.sweep.dir={folder}",
     )
     with GpuSampler() as gpu:
-        step = run_logged(command, ws.logs / f"{name}.log", timeout=max(timeout, 1))
-    if step["status"] == 124:
+        step = run_step(command, ws.logs / f"{name}.log", timeout=max(timeout, 1))
+    if step["status"] == TIMED_OUT:
         raise StepFailed(
             f"{name}: cut short after {step['seconds']:.0f} s, at the check's "
             "time budget (its folds' logs are in the sweep folder)"
@@ -539,8 +506,7 @@ def sweep(
     summary_path = folder / "summary.json"
     if not summary_path.is_file():
         raise StepFailed(
-            f"{name}: no summary.json (status {step['status']}):\n"
-            + Path(step["log"]).read_text(errors="replace")[-3000:]
+            f"{name}: no summary.json (status {step['status']}):\n{tail(step['log'], 3000)}"
         )
     (experiment,) = json.loads(summary_path.read_text())["experiments"]
     row.update(
@@ -643,197 +609,213 @@ def cpu_rows() -> dict:
     return {r["method"]: r for r in rows if "overall" in r}
 
 
-def _f1(row: dict | None, key: str) -> str:
-    if not row or key not in row:
-        return "–"
-    return f"{row[key]['f1']:.4f}"
-
-
 def _share(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.0f} %"
 
 
 def markdown(result: dict) -> str:
-    env = result["environment"]
+    """The report: the machine, then a section per step that ran, and the command."""
+    lines = ["# GPU check", "", environment_line(result["environment"]), ""]
+    if result.get("error"):
+        lines += ["**The check stopped early**:", "", "```", result["error"][-1500:], "```", ""]
+    if not result.get("finished"):
+        lines += ["(Unfinished: the figures below are those measured so far.)", ""]
+    sections = (flow_section, data_section, probe_section, sweeps_section, estimate_section,
+                spot_section)  # fmt: skip
+    for section in sections:
+        lines += section(result)
+    return "\n".join(lines + common.made_by(result["command"]))
+
+
+def environment_line(env: dict) -> str:
+    """The report's first line: when, which code, which profile, device, CPUs and libraries."""
     gpu = (
         f"{env.get('gpu')} ({env.get('gpu_memory_gb')} GB, driver {env.get('driver')}, CUDA "
         f"{env.get('cuda')}, cuDNN {env.get('cudnn')})"
         if env.get("gpu")
         else "no CUDA GPU"
     )
-    lines = [
-        "# GPU check",
-        "",
+    return (
         f"{env['date']}, commit {env['commit']}, profile **{env['profile']}**, {gpu}, "
         f"{env['cpu_count']} CPUs ({env['cpu']}), torch {env['torch']}, lightning "
         f"{env['lightning']}, timm {env['timm']}, numpy {env['numpy']}, OpenCV {env['opencv']} "
-        f"(contrib: {env['opencv_contrib']}), Python {env['python']}.",
+        f"(contrib: {env['opencv_contrib']}), Python {env['python']}."
+    )
+
+
+EPE_COLUMNS = ("flow", "EPE face px", "EPE <1 px", "EPE noisy px")
+
+
+def flow_section(result: dict) -> list[str]:
+    flow = result.get("flow")
+    if not flow:
+        return []
+    rates = ", ".join(f"{b} pairs per call: {r:.0f}" for b, r in flow["pairs_per_s"].items())
+    if flow.get("compiled_pairs_per_s"):
+        fused = ", ".join(f"{b}: {r:.0f}" for b, r in flow["compiled_pairs_per_s"].items())
+        rates += (f"; with torch.compile ({flow['compile_seconds']:.0f} s to compile) "
+                  f"{fused}")  # fmt: skip
+    elif flow.get("compiled_error"):
+        rates += f"; torch.compile failed: {flow['compiled_error'][:200]}"
+    cv = flow.get("opencv") or {}
+    rows = [(f"tvl1_torch ({flow['device']})", flow)]
+    if cv:
+        rows.append((f"OpenCV tvl1 (CPU, {cv['source']})", cv))
+    lines = [
+        "## Optical flow: TV-L1 in torch",
+        "",
+        f"On {flow['device']}, {flow['size']}×{flow['size']} grey, conf's TV-L1 settings "
+        f"({' '.join(f'{k}={v}' for k, v in flow['params'].items())}): **{rates} pairs/s** "
+        f"(goal ≥ {FLOW_GOAL} on one GPU).",
+        "",
+        *common.table(EPE_COLUMNS, "lrrr", [(name, *epe_cells(r)) for name, r in rows]),
+    ]
+    if cv:
+        lines += [
+            "",
+            f"EPE ratio torch / OpenCV: **{flow['epe_ratio']:.3f}** (goal ≤ {EPE_GOAL}).",
+        ]
+    return [*lines, ""]
+
+
+def epe_cells(row: dict) -> tuple[str, str, str]:
+    return num(row["epe_face"], 3), num(row["epe_small"], 3), num(row["epe_face_noisy"], 3)
+
+
+def data_section(result: dict) -> list[str]:
+    data = result.get("data")
+    if not data:
+        return []
+    lines = ["## Mock and cache", ""]
+    mock = data.get("mock")
+    if mock:
+        lines.append(
+            f"- mock ({', '.join(f'{k}={v}' for k, v in data['synth'].items())}): "
+            f"{mock['frames']} frames in {mock['seconds']:.1f} s "
+            f"({mock['frames_per_s']:.0f} frames/s, {data['workers']} workers)"
+        )
+    for step in data.get("preprocess", []):
+        busy = (step.get("gpu") or {}).get("busy_share")
+        lines.append(
+            f"- preprocess, face.align={step['align']}, {data['size']} px, flow "
+            f"{data['flow']}, face detector {data['detector']}: {step['frames']} "
+            f"frames in {step['seconds']:.1f} s ({step['frames_per_s']:.0f} "
+            f"frames/s, GPU busy {_share(busy)})"
+        )
+    return [*lines, ""]
+
+
+def probe_section(result: dict) -> list[str]:
+    probe_row = result.get("probe")
+    if not probe_row:
+        return []
+    t = probe_row["throughput"]
+    return [
+        f"## One fold alone (experiment=paper, {probe_row['epochs']} epochs, no test)",
+        "",
+        f"Epoch (train + validation): {num(probe_row.get('first_epoch_seconds'), 1)} s the "
+        f"first, {probe_row['epoch_seconds']:.1f} s the last; training "
+        f"{num(t['train']['frames_per_s'], 0)} frames/s, waiting for data "
+        f"{_share(t['train']['wait_share'])} of training; validation "
+        f"{num(t['val']['frames_per_s'], 0)} frames/s; peak GPU memory "
+        f"{num(t.get('peak_gpu_memory_mb'), 0)} MB; GPU busy "
+        f"{_share((probe_row.get('gpu') or {}).get('busy_share'))} over the process "
+        f"({probe_row['seconds']:.0f} s with start-up).",
         "",
     ]
-    if result.get("error"):
-        lines += ["**The check stopped early**:", "", "```", result["error"][-1500:], "```", ""]
-    if not result.get("finished"):
-        lines += ["(Unfinished: the figures below are those measured so far.)", ""]
-    flow = result.get("flow")
-    if flow:
-        rates = ", ".join(f"{b} pairs per call: {r:.0f}" for b, r in flow["pairs_per_s"].items())
-        if flow.get("compiled_pairs_per_s"):
-            fused = ", ".join(f"{b}: {r:.0f}" for b, r in flow["compiled_pairs_per_s"].items())
-            rates += (f"; with torch.compile ({flow['compile_seconds']:.0f} s to compile) "
-                      f"{fused}")  # fmt: skip
-        elif flow.get("compiled_error"):
-            rates += f"; torch.compile failed: {flow['compiled_error'][:200]}"
-        cv = flow.get("opencv") or {}
-        lines += [
-            "## Optical flow: TV-L1 in torch",
-            "",
-            f"On {flow['device']}, {flow['size']}×{flow['size']} grey, conf's TV-L1 settings "
-            f"({' '.join(f'{k}={v}' for k, v in flow['params'].items())}): **{rates} pairs/s** "
-            f"(goal ≥ {FLOW_GOAL} on one GPU).",
-            "",
-            "| flow | EPE face px | EPE <1 px | EPE noisy px |",
-            "|---|--:|--:|--:|",
-            f"| tvl1_torch ({flow['device']}) | {num(flow['epe_face'], 3)} | "
-            f"{num(flow['epe_small'], 3)} | {num(flow['epe_face_noisy'], 3)} |",
-        ]
-        if cv:
-            lines.append(
-                f"| OpenCV tvl1 (CPU, {cv['source']}) | {num(cv['epe_face'], 3)} | "
-                f"{num(cv['epe_small'], 3)} | {num(cv['epe_face_noisy'], 3)} |"
-            )
-            lines += [
-                "",
-                f"EPE ratio torch / OpenCV: **{flow['epe_ratio']:.3f}** (goal ≤ {EPE_GOAL}).",
-            ]
-        lines.append("")
-    data = result.get("data")
-    if data:
-        lines += ["## Mock and cache", ""]
-        mock = data.get("mock")
-        if mock:
-            lines.append(
-                f"- mock ({', '.join(f'{k}={v}' for k, v in data['synth'].items())}): "
-                f"{mock['frames']} frames in {mock['seconds']:.1f} s "
-                f"({mock['frames_per_s']:.0f} frames/s, {data['workers']} workers)"
-            )
-        for step in data.get("preprocess", []):
-            busy = (step.get("gpu") or {}).get("busy_share")
-            lines.append(
-                f"- preprocess, face.align={step['align']}, {data['size']} px, flow "
-                f"{data['flow']}, face detector {data['detector']}: {step['frames']} "
-                f"frames in {step['seconds']:.1f} s ({step['frames_per_s']:.0f} "
-                f"frames/s, GPU busy {_share(busy)})"
-            )
-        lines.append("")
-    probe_row = result.get("probe")
-    if probe_row:
-        t = probe_row["throughput"]
-        lines += [
-            f"## One fold alone (experiment=paper, {probe_row['epochs']} epochs, no test)",
-            "",
-            f"Epoch (train + validation): {num(probe_row.get('first_epoch_seconds'), 1)} s the "
-            f"first, {probe_row['epoch_seconds']:.1f} s the last; training "
-            f"{num(t['train']['frames_per_s'], 0)} frames/s, waiting for data "
-            f"{_share(t['train']['wait_share'])} of training; validation "
-            f"{num(t['val']['frames_per_s'], 0)} frames/s; peak GPU memory "
-            f"{num(t.get('peak_gpu_memory_mb'), 0)} MB; GPU busy "
-            f"{_share((probe_row.get('gpu') or {}).get('busy_share'))} over the process "
-            f"({probe_row['seconds']:.0f} s with start-up).",
-            "",
-        ]
+
+
+SWEEP_COLUMNS = ("sweep", "epochs", "folds at once", "MaE F1", "ME F1", "Overall F1", "folds",
+                 "wall", "train frames/s per fold", "eval frames/s per fold", "sweep frames/s",
+                 "waits for data", "GPU busy", "peak GPU MB per fold", "peak GPU MB")  # fmt: skip
+F1_COLUMNS = ("MaE F1", "ME F1", "Overall F1")
+
+
+def sweeps_section(result: dict) -> list[str]:
     sweeps = result.get("sweeps", [])
-    if sweeps:
-        cpu = cpu_rows()
-        lines += [
-            "## Every LOSO fold, all folds at once on the one device",
-            "",
-            "| sweep | epochs | folds at once | MaE F1 | ME F1 | Overall F1 | folds | wall | "
-            "train frames/s per fold | eval frames/s per fold | sweep frames/s | "
-            "waits for data | GPU busy | peak GPU MB per fold | peak GPU MB |",
-            "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
-        ]
-        for row in sweeps:
-            t, g = row["throughput"], row.get("gpu") or {}
-            lines.append(
-                f"| {row['name']} | {row.get('epochs', '–')} | {row['n_jobs']} | "
-                f"{_f1(row, 'mae')} | {_f1(row, 'me')} | {_f1(row, 'overall')} | "
-                f"{row['folds_done']}/{row['folds_expected']} | {row['seconds'] / 60:.1f} min | "
-                f"{num(t['fold_train_frames_per_s'], 0)} | {num(t['fold_eval_frames_per_s'], 0)} "
-                f"| {num(t['sweep_frames_per_s'], 0)} | {_share(t['wait_share'])} | "
-                f"{_share(g.get('busy_share'))} | {num(t['peak_gpu_memory_mb_per_fold'], 0)} | "
-                f"{num(g.get('peak_memory_mb'), 0)} |"
-            )
-        if cpu:
-            lines += [
-                "",
-                "The CPU benchmark (experiments/bench/accuracy.md, CPU sizes, 64 px, "
-                "the same mock):",
-                "",
-                "| CPU row | MaE F1 | ME F1 | Overall F1 |",
-                "|---|--:|--:|--:|",
-            ]
-            for key in ("vovnet_flow", "baseline"):
-                if key in cpu:
-                    lines.append(
-                        f"| {cpu[key].get('label', key)} | {_f1(cpu[key], 'mae')} | "
-                        f"{_f1(cpu[key], 'me')} | {_f1(cpu[key], 'overall')} |"
-                    )
+    if not sweeps:
+        return []
+    lines = [
+        "## Every LOSO fold, all folds at once on the one device",
+        "",
+        *common.table(SWEEP_COLUMNS, "l" + "r" * 14, map(sweep_cells, sweeps)),
+    ]
+    cpu = cpu_rows()
+    if cpu:
+        keys = [key for key in ("vovnet_flow", "baseline") if key in cpu]
+        rows = [(cpu[key].get("label", key), *f1_cells(cpu[key])) for key in keys]
         lines += [
             "",
-            "Commands (from the repository root; `mespot-train` = `python -m mespot.cli.train`):",
+            "The CPU benchmark (experiments/bench/accuracy.md, CPU sizes, 64 px, the same mock):",
             "",
+            *common.table(("CPU row", *F1_COLUMNS), "lrrr", rows),
         ]
-        lines += [
-            f"- {row['name']}: `mespot-train {row['command'].split(' ', 1)[1]}`" for row in sweeps
-        ]
-        lines.append("")
+    lines += [
+        "",
+        "Commands (from the repository root; `mespot-train` = `python -m mespot.cli.train`):",
+        "",
+    ]
+    lines += [
+        f"- {row['name']}: `mespot-train {row['command'].split(' ', 1)[1]}`" for row in sweeps
+    ]
+    return [*lines, ""]
+
+
+def f1_cells(row: dict) -> tuple[str, str, str]:
+    return f1(row, "mae"), f1(row, "me"), f1(row, "overall")
+
+
+def sweep_cells(row: dict) -> list[str]:
+    t, g = row["throughput"], row.get("gpu") or {}
+    return [row["name"], row.get("epochs", "–"), row["n_jobs"], *f1_cells(row),
+            f"{row['folds_done']}/{row['folds_expected']}", f"{row['seconds'] / 60:.1f} min",
+            num(t["fold_train_frames_per_s"], 0), num(t["fold_eval_frames_per_s"], 0),
+            num(t["sweep_frames_per_s"], 0), _share(t["wait_share"]),
+            _share(g.get("busy_share")), num(t["peak_gpu_memory_mb_per_fold"], 0),
+            num(g.get("peak_memory_mb"), 0)]  # fmt: skip
+
+
+def estimate_section(result: dict) -> list[str]:
     estimate = result.get("casme2_estimate")
-    if estimate:
-        lines += [
-            "## A CAS(ME)²-sized LOSO on this device",
-            "",
-            f"**{estimate['hours']:.1f} h** for every fold (goal ≤ {GOAL_HOURS:g} h: "
-            f"{'met' if estimate['meets_goal'] else 'not met'}), at "
-            f"{estimate['frames_per_s']:.0f} frames/s: {estimate['how']}.",
-            "",
-        ]
+    if not estimate:
+        return []
+    return [
+        "## A CAS(ME)²-sized LOSO on this device",
+        "",
+        f"**{estimate['hours']:.1f} h** for every fold (goal ≤ {GOAL_HOURS:g} h: "
+        f"{'met' if estimate['meets_goal'] else 'not met'}), at "
+        f"{estimate['frames_per_s']:.0f} frames/s: {estimate['how']}.",
+        "",
+    ]
+
+
+def spot_section(result: dict) -> list[str]:
     spot = result.get("spot")
-    if spot:
-        ph = spot["phases"]
-        lines += [
-            "## mespot-spot",
-            "",
-            f"A {spot['recording']['seconds']:.0f}-s {spot['recording']['size'][0]}×"
-            f"{spot['recording']['size'][1]} recording at {spot['recording']['fps']:g} fps with "
-            f"the paper sweep's first kept checkpoint: **{spot['realtime']:.2f}× real time** "
-            f"({spot['seconds']:.1f} s; the whole process {spot['process_seconds']:.1f} s); "
-            + ", ".join(f"{k} {v:.1f} s" for k, v in ph.items())
-            + ".",
-            "",
-        ]
-    lines += ["Made by:", "", "```", result["command"], "```", ""]
-    return "\n".join(lines)
+    if not spot:
+        return []
+    recording = spot["recording"]
+    return [
+        "## mespot-spot",
+        "",
+        f"A {recording['seconds']:.0f}-s {recording['size'][0]}×{recording['size'][1]} "
+        f"recording at {recording['fps']:g} fps with the paper sweep's first kept checkpoint: "
+        f"**{spot['realtime']:.2f}× real time** ({spot['seconds']:.1f} s; the whole process "
+        f"{spot['process_seconds']:.1f} s); "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in spot["phases"].items())
+        + ".",
+        "",
+    ]
 
 
 # --------------------------------------------------------------------------- main
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m mespot.bench.gpu",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = common.arguments("gpu", __doc__)
     parser.add_argument(
         "--profile",
         choices=list(PROFILES),
         help="gpu with a CUDA GPU, cpu without one (default: by the machine)",
-    )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=DEFAULT_OUT,
-        help="where gpu.json and gpu.md go (default: experiments/bench)",
     )
     parser.add_argument(
         "--work",
@@ -858,16 +840,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     # folds sharing a GPU: freed blocks return to one pool instead of fragmenting each process's
     os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     workers = args.workers or os.cpu_count() or 1
-    ws = Workspace(args.work)
+    out, ws = common.out_folder(args), Workspace(args.work)
     ws.root.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
     result: dict = {
         "environment": environment(profile),
         "finished": False,
-        "command": " ".join(["python -m mespot.bench.gpu", *(argv or sys.argv[1:])]),
+        "command": common.command_line("gpu", argv),
     }
 
     def save() -> None:
-        write_report(result, args.out, "gpu", markdown)
+        common.write_report(result, out, "gpu", markdown)
 
     try:
         _run(profile, ws, workers, result, save)
@@ -875,9 +858,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StepFailed as e:
         result["error"] = str(e)
         log(f"stopped: {e}")
-    result["environment"]["load_average_at_end"] = common.load_average()
-    save()
-    log(f"wrote {args.out / 'gpu.json'} and gpu.md")
+    common.finish(result, start, out, "gpu", markdown)
     print(markdown(result))
     return 0 if result["finished"] else 1
 

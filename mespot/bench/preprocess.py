@@ -19,7 +19,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -32,18 +31,9 @@ import cv2
 import numpy as np
 
 from mespot.bench import common
-from mespot.bench.common import (
-    DEFAULT_OUT,
-    git_commit,
-    load_average,
-    log,
-    num,
-    peak_rss_run,
-    run,
-    write_report,
-)
+from mespot.bench.common import console_script, log, num, peak_rss_run, run, say
 from mespot.data.flow import Flow, make_flow
-from mespot.data.render import Nuisance, face_box, render_video, sample_appearance
+from mespot.data.synth.render import Nuisance, face_box, render_video, sample_appearance
 from mespot.parallel import one_thread
 
 SIZE = 128  # the cache's crop size
@@ -403,9 +393,12 @@ def passes_for(rate: float, n_pairs: int, seconds: float) -> int:
 # --------------------------------------------------------------------------- flow benchmark
 
 
-def hours_for_casme2(pairs_per_second_per_core: float) -> float:
-    """Hours for CAS(ME)²'s frames on the workstation, scaling one core's rate perfectly."""
-    return CASME2_FRAMES / (pairs_per_second_per_core * WORKSTATION_CORES) / 3600
+def hours_for_casme2(per_core: float | None) -> float | None:
+    """Hours for CAS(ME)²'s frames on the workstation at one core's (or one worker's) frames/s,
+    scaled perfectly; None without a rate."""
+    if not per_core:
+        return None
+    return CASME2_FRAMES / (per_core * WORKSTATION_CORES) / 3600
 
 
 def bench_flow(
@@ -430,7 +423,7 @@ def bench_flow(
     pairs = [(c.prev, c.next) for c in (noisy or cases)]
     rows = []
     for setting in settings:
-        _say(log, f"flow {setting.name}: one core, accuracy")
+        say(log, f"flow {setting.name}: one core, accuracy")
         rate = one_core_rate(setting, pairs, repeats, seconds)
         row = {"name": setting.name, "method": setting.method, "params": setting.kwargs}
         row |= {"pairs_per_s_1core": rate, **accuracy(setting, cases)}
@@ -438,7 +431,7 @@ def bench_flow(
         rows.append(row)
     with flow_pool(pairs, workers) as pool:
         for setting, row in zip(settings, rows, strict=True):
-            _say(log, f"flow {setting.name}: {workers} cores")
+            say(log, f"flow {setting.name}: {workers} cores")
             passes = passes_for(row["pairs_per_s_1core"], len(pairs), seconds)
             row["pairs_per_s_all"] = all_core_rate(pool, workers, setting, passes)
             row["workers"] = workers
@@ -470,11 +463,6 @@ def verdict(rows: Sequence[dict]) -> dict:
     }
 
 
-def _say(log, message: str) -> None:
-    if log:
-        log(message)
-
-
 # --------------------------------------------------------------------------- pipeline
 
 
@@ -498,22 +486,16 @@ class Mock:
         ]
 
 
-def console_script(name: str) -> str | None:
-    """A mespot command installed beside this Python, else on PATH; None when missing."""
-    beside = Path(sys.executable).parent / name
-    return str(beside) if beside.exists() else shutil.which(name)
-
-
 def synthesize(mock: Mock, out: Path, workers: int) -> Path:
     """The mock dataset, written with mespot-synth; its root folder."""
-    run([console_script("mespot-synth") or "mespot-synth", *mock.args(out, workers)], out.parent)
+    run([console_script("mespot-synth"), *mock.args(out, workers)], out.parent)
     return out
 
 
 def preprocess_args(dataset: str, root: Path, cache: Path, workers: int, extra=()) -> list[str]:
     """mespot-preprocess's command line: a fresh cache, no progress bar to parse around."""
     return [
-        console_script("mespot-preprocess") or "mespot-preprocess",
+        console_script("mespot-preprocess"),
         f"data={dataset}",
         f"data.root={root}",
         f"paths.cache_dir={cache}",
@@ -563,9 +545,8 @@ def pipeline_run(dataset: str, root: Path, cache: Path, workers: int) -> dict:
 
 
 def best_of(attempts: Sequence[dict]) -> dict:
-    """The fastest of repeated runs (other work on the machine only ever slows a run down),
-    with every attempt's frames/s kept beside it."""
-    best = max(attempts, key=lambda a: a["frames_per_s"] or 0.0)
+    """The fastest of repeated runs, with every attempt's frames/s kept beside it."""
+    best = common.fastest(attempts, "frames_per_s")
     return {**best, "attempts_frames_per_s": [a["frames_per_s"] for a in attempts]}
 
 
@@ -574,13 +555,13 @@ def bench_pipeline(
 ) -> dict:
     """Whole-pipeline frames/s on a mock dataset with default settings: for each worker count,
     the best of `rounds` runs."""
-    _say(log, f"pipeline: mespot-synth {mock.dataset} {mock.subjects}×{mock.videos}×{mock.frames}")
+    say(log, f"pipeline: mespot-synth {mock.dataset} {mock.subjects}×{mock.videos}×{mock.frames}")
     root = synthesize(mock, tmp / f"{mock.dataset}-pipeline", max(worker_counts))
     runs = []
     for workers in worker_counts:
         attempts = []
         for k in range(rounds):
-            _say(log, f"pipeline: mespot-preprocess workers={workers} ({k + 1}/{rounds})")
+            say(log, f"pipeline: mespot-preprocess workers={workers} ({k + 1}/{rounds})")
             cache = tmp / f"cache-pipeline-w{workers}-{k}"
             attempts.append(pipeline_run(mock.dataset, root, cache, workers))
         runs.append(best_of(attempts))
@@ -600,18 +581,11 @@ def bench_memory(tmp: Path, frame_counts: Sequence[int], fps: int = 30, log=None
     results = []
     for frames in frame_counts:
         mock = Mock("sammlv", 1, 1, frames)
-        _say(log, f"memory: mespot-synth sammlv 1×1×{frames}, mespot-preprocess fps={fps}")
+        say(log, f"memory: mespot-synth sammlv 1×1×{frames}, mespot-preprocess fps={fps}")
         root = synthesize(mock, tmp / f"sammlv-{frames}", 2)
         command = preprocess_args("sammlv", root, tmp / f"cache-rss-{frames}", 1, [f"fps={fps}"])
         results.append({"source_frames": frames, "fps": fps, **peak_rss(command, tmp)})
     return results
-
-
-def pipeline_hours(frames_per_s_per_worker: float | None) -> float | None:
-    """Hours for CAS(ME)² on the workstation at a measured per-worker pipeline rate."""
-    if not frames_per_s_per_worker:
-        return None
-    return CASME2_FRAMES / (frames_per_s_per_worker * WORKSTATION_CORES) / 3600
 
 
 def pipeline_estimates(pipeline: dict) -> list[dict]:
@@ -623,7 +597,7 @@ def pipeline_estimates(pipeline: dict) -> list[dict]:
             {
                 "workers": r["workers"],
                 "frames_per_s_per_worker": per_worker,
-                "casme2_hours_16core": pipeline_hours(per_worker),
+                "casme2_hours_16core": hours_for_casme2(per_worker),
             }
         )
     return estimates
@@ -632,44 +606,32 @@ def pipeline_estimates(pipeline: dict) -> list[dict]:
 # --------------------------------------------------------------------------- report
 
 
-def environment() -> dict:
-    """What the figures depend on: when, which code, which machine and libraries."""
-    return common.environment(git_commit(), cv2=cv2.__version__, numpy=np.__version__)
-
-
 def flow_table(rows: Sequence[dict], workers: int) -> list[str]:
     """The flow settings as a markdown table."""
-    lines = [
-        f"| setting | params | pairs/s 1 core | pairs/s {workers} cores | EPE face px | "
-        f"EPE <{SMALL_MOTION:g} px | EPE noisy px | CAS(ME)² h, {WORKSTATION_CORES} cores | "
-        f"< {GOAL_HOURS:g} h |",
-        "|---|---|--:|--:|--:|--:|--:|--:|:-:|",
-    ]
-    for r in rows:
-        setting = FlowSetting(r["name"], r["method"], tuple(r["params"].items()))
-        lines.append(
-            f"| {r['name']} | {setting.describe()} | {num(r['pairs_per_s_1core'], 1)} | "
-            f"{num(r['pairs_per_s_all'], 1)} | {num(r['epe_face'], 3)} | "
-            f"{num(r['epe_small'], 3)} | {num(r['epe_face_noisy'], 3)} | "
-            f"{num(r['casme2_hours_16core'], 2)} | {'yes' if r['meets_goal'] else 'no'} |"
-        )
-    return lines
+    columns = ("setting", "params", "pairs/s 1 core", f"pairs/s {workers} cores", "EPE face px",
+               f"EPE <{SMALL_MOTION:g} px", "EPE noisy px",
+               f"CAS(ME)² h, {WORKSTATION_CORES} cores", f"< {GOAL_HOURS:g} h")  # fmt: skip
+    cells = [
+        (r["name"], FlowSetting(r["name"], r["method"], tuple(r["params"].items())).describe(),
+         num(r["pairs_per_s_1core"], 1), num(r["pairs_per_s_all"], 1), num(r["epe_face"], 3),
+         num(r["epe_small"], 3), num(r["epe_face_noisy"], 3), num(r["casme2_hours_16core"], 2),
+         "yes" if r["meets_goal"] else "no")
+        for r in rows
+    ]  # fmt: skip
+    return common.table(columns, "llrrrrrrc", cells)
 
 
 def pipeline_table(pipeline: dict, estimates: Sequence[dict]) -> list[str]:
     """The pipeline runs as a markdown table."""
-    lines = [
-        "| workers | frames | s (summary) | frames/s (summary) | frames/s (wall) | "
-        f"frames/s per worker | CAS(ME)² h, {WORKSTATION_CORES} cores |",
-        "|--:|--:|--:|--:|--:|--:|--:|",
-    ]
-    for r, e in zip(pipeline["runs"], estimates, strict=True):
-        lines.append(
-            f"| {r['workers']} | {r['frames']} | {num(r['seconds'], 1)} | "
-            f"{num(r['frames_per_s'], 1)} | {num(r['wall_frames_per_s'], 1)} | "
-            f"{num(e['frames_per_s_per_worker'], 1)} | {num(e['casme2_hours_16core'], 3)} |"
-        )
-    return lines
+    columns = ("workers", "frames", "s (summary)", "frames/s (summary)", "frames/s (wall)",
+               "frames/s per worker", f"CAS(ME)² h, {WORKSTATION_CORES} cores")  # fmt: skip
+    cells = [
+        (r["workers"], r["frames"], num(r["seconds"], 1), num(r["frames_per_s"], 1),
+         num(r["wall_frames_per_s"], 1), num(e["frames_per_s_per_worker"], 1),
+         num(e["casme2_hours_16core"], 3))
+        for r, e in zip(pipeline["runs"], estimates, strict=True)
+    ]  # fmt: skip
+    return common.table(columns, "rrrrrrr", cells)
 
 
 def scaling_line(rows: Sequence[dict], workers: int, load: list[float] | None) -> str:
@@ -744,7 +706,7 @@ def markdown(result: dict) -> str:
         *verdict_lines(result),
     ]
     out += pipeline_section(result) + memory_section(result)
-    out += ["", "Made by:", "", "```", result["command"], "```", ""]
+    out += ["", *common.made_by(result["command"])]
     return "\n".join(out)
 
 
@@ -835,11 +797,6 @@ def cached_kb_per_frame() -> float:
     return SIZE * SIZE * (1 + 2 * 2) / 1024
 
 
-def write_results(result: dict, out_dir: Path) -> tuple[Path, Path]:
-    """preprocess.json and preprocess.md, each written atomically."""
-    return write_report(result, out_dir, "preprocess", markdown)
-
-
 # --------------------------------------------------------------------------- command line
 
 
@@ -860,15 +817,7 @@ QUICK = Budget(2, 1, 0.2, Mock("casme2", 1, 2, 150), 1, (1200,))
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m mespot.bench.preprocess",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--quick", action="store_true", help="a smoke test: tiny budget, < 1 min")
-    parser.add_argument(
-        "--out", type=Path, help=f"results folder (default {DEFAULT_OUT}; --quick: a temp folder)"
-    )
+    parser = common.arguments("preprocess", __doc__, quick="a smoke test: tiny budget, < 1 min")
     parser.add_argument("--settings", nargs="+", help="flow settings to run (default: all)")
     parser.add_argument("--no-pipeline", action="store_true", help="flow figures only")
     return parser.parse_args(argv)
@@ -877,7 +826,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def run_pipeline_parts(result: dict, budget: Budget) -> bool:
     """Pipeline throughput and peak memory into result. False when they could not be measured
     (commands missing or failing): the flow figures are still worth writing."""
-    missing = [c for c in ("mespot-synth", "mespot-preprocess") if not console_script(c)]
+    missing = [c for c in ("mespot-synth", "mespot-preprocess") if not common.installed(c)]
     if missing:
         result["pipeline_skipped"] = f"{', '.join(missing)} not installed"
         return False
@@ -900,14 +849,9 @@ def run_pipeline_parts(result: dict, budget: Budget) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     budget = QUICK if args.quick else FULL
-    out_dir = args.out or (
-        Path(tempfile.gettempdir()) / "mespot-bench" if args.quick else DEFAULT_OUT
-    )
     start = time.perf_counter()
-    command = "python -m mespot.bench.preprocess " + " ".join(
-        sys.argv[1:] if argv is None else argv
-    )
-    result = {"command": command.strip(), "quick": args.quick, "environment": environment()}
+    result = {"command": common.command_line("preprocess", argv), "quick": args.quick,
+              "environment": common.environment("cv2", "numpy")}  # fmt: skip
     result["sign_check"] = sign_check()
     workers = os.cpu_count() or 1
     rows = bench_flow(
@@ -929,11 +873,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.no_pipeline:
         result["pipeline_skipped"] = "not asked for (--no-pipeline)"
     pipeline_ok = args.no_pipeline or run_pipeline_parts(result, budget)
-    result["seconds"] = time.perf_counter() - start
-    result["environment"]["load_average_at_end"] = load_average()
-    json_path, md_path = write_results(result, out_dir)
+    common.finish(result, start, common.out_folder(args), "preprocess", markdown)
     print(markdown(result))
-    log(f"wrote {json_path} and {md_path} in {result['seconds']:.0f} s")
     return 0 if pipeline_ok else 1
 
 

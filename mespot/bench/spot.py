@@ -3,7 +3,7 @@
     python -m mespot.bench.spot [--seconds S] [--rounds N] [--methods M ...] [--override K=V]
                                 [--quick] [--out DIR]
 
-Renders a 640×480, 30 fps recording of a procedural face (mespot.data.render, as the mock
+Renders a 640×480, 30 fps recording of a procedural face (mespot.data.synth.render, as the mock
 datasets do) with OpenCV's VideoWriter, builds one checkpoint per flow method at the default CPU
 model size (conf/train.yaml with model/backbone=vovnet_small model/neck=small; the flow settings
 come from conf/preprocessing/default.yaml) and times `spot()` on the recording with each: a fresh
@@ -19,7 +19,6 @@ import argparse
 import functools
 import json
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -28,23 +27,22 @@ from dataclasses import asdict
 from pathlib import Path
 
 import cv2
-import numpy as np
 import torch
 from hydra.utils import instantiate
 
 import mespot
 import mespot.spot as spot_module
 from mespot.bench import common
-from mespot.bench.common import DEFAULT_OUT, load_average, log, num, peak_rss_run, write_report
+from mespot.bench.common import load_average, log, num, plural, say
 from mespot.checkpoint import CHECKPOINT_FORMAT
 from mespot.cli.common import compose_train
 from mespot.cli.preprocess import preprocessing_settings
 from mespot.data.datamodule import input_settings
 from mespot.data.flow import METHODS
 from mespot.data.inputs import InputSpec
-from mespot.data.render import render_video
 from mespot.data.synth import LAYOUTS, MockSpec
 from mespot.data.synth.plan import plan_videos
+from mespot.data.synth.render import render_video
 from mespot.data.windows import window_starts
 
 SIZE = (640, 480)  # width, height: a typical webcam
@@ -55,7 +53,6 @@ CPU_METHODS = ("tvl1", "dis", "farneback")  # tvl1_torch is timed on a GPU (mesp
 MODEL = ("model/backbone=vovnet_small", "model/neck=small")  # the default CPU model size
 CODECS = (("mp4v", ".mp4"), ("MJPG", ".avi"))  # the first one this OpenCV can write is used
 SECONDS_PER_EXPRESSION = 15  # one MaE and one ME per this many seconds of recording
-CHILD_MARK = "MESPOT-BENCH-SPOT "
 # spot()'s steps, as mespot.spot calls them: wrapped with a clock in the timed process
 STEPS = ("load_spotter", "open_recording", "preprocess_recording", "run_windows",
          "postprocess_video", "apply_threshold", "intervals_table")  # fmt: skip
@@ -259,15 +256,13 @@ def rates(run: dict) -> dict:
 
 def run_in_fresh_process(video: Path, ckpt: Path, out: Path) -> dict:
     """time_spot in a new Python (as a user runs mespot-spot): its figures, the process's whole
-    wall clock (start-up and imports included) and its peak RSS (through peak_rss_run: the
-    process's own, nothing of this one). `out` is removed after."""
-    command = [sys.executable, "-m", "mespot.bench.spot", "--child", str(video), str(ckpt),
-               str(out)]  # fmt: skip
+    wall clock (start-up and imports included) and its peak RSS (its own, nothing of this
+    one). `out` is removed after."""
     start = time.perf_counter()
-    peak, stdout = peak_rss_run(command, out.parent)
+    peak, run = common.run_child(
+        "mespot.bench.spot", ["--child", str(video), str(ckpt), str(out)], out.parent
+    )
     process_seconds = time.perf_counter() - start
-    line = next(ln for ln in reversed(stdout.splitlines()) if ln.startswith(CHILD_MARK))
-    run = json.loads(line[len(CHILD_MARK) :])
     shutil.rmtree(out, ignore_errors=True)
     return {**run, **rates(run), "process_seconds": process_seconds, "peak_rss_mb": peak}
 
@@ -286,12 +281,12 @@ def bench_method(
     checkpoint = build_checkpoint(method, ckpt, overrides)
     attempts = []
     for k in range(rounds):
-        _say(log, f"{method}: spot() on {recording['seconds']:.0f} s of video ({k + 1}/{rounds})")
+        say(log, f"{method}: spot() on {recording['seconds']:.0f} s of video ({k + 1}/{rounds})")
         run = run_in_fresh_process(Path(recording["path"]), ckpt, tmp / f"out-{method}-{k}")
-        _say(log, f"{method}: {run['seconds']:.1f} s, {run['realtime']:.2f}× real time, "
-                  f"load {run['load_average_end']}")  # fmt: skip
+        say(log, f"{method}: {run['seconds']:.1f} s, {run['realtime']:.2f}× real time, "
+                 f"load {run['load_average_end']}")  # fmt: skip
         attempts.append(run)
-    best = min(attempts, key=lambda a: a["seconds"])
+    best = common.fastest(attempts, "realtime")
     return {
         "method": method,
         "flow_params": checkpoint["preprocessing"]["flow_params"],
@@ -300,11 +295,6 @@ def bench_method(
         "attempts": [{k: a[k] for k in ATTEMPT_KEYS} for a in attempts],
         "checkpoint": checkpoint,
     }
-
-
-def _say(log, message: str) -> None:
-    if log:
-        log(message)
 
 
 def shares(row: dict) -> list[dict]:
@@ -332,47 +322,42 @@ def verdict(rows: Sequence[dict]) -> dict:
 
 def environment() -> dict:
     """What the figures depend on: when, which code, which machine, libraries and threads."""
-    env = common.environment(common.git_commit(), cv2=cv2.__version__, torch=torch.__version__,
-                             numpy=np.__version__)  # fmt: skip
+    env = common.environment("cv2", "torch", "numpy")
     return env | {"cv2_threads": cv2.getNumThreads(), "torch_threads": torch.get_num_threads()}
-
-
-def plural(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def load_cell(row: dict) -> str:
     return f"{row['load_average_start']} → {row['load_average_end']}"
 
 
+MAIN_COLUMNS = ("flow method", "params", "wall s", "× real time", "frames/s", "preprocessing s",
+                "flow s (pairs/s)", "spotting s (model frames/s)", "process s", "peak RSS MB",
+                "load average start → end", f"≥ {TARGET:g}×")  # fmt: skip
+
+
 def main_table(rows: Sequence[dict]) -> list[str]:
     """One line per flow method: spot()'s wall clock and what it implies."""
-    lines = [
-        "| flow method | params | wall s | × real time | frames/s | preprocessing s | flow s "
-        "(pairs/s) | spotting s (model frames/s) | process s | peak RSS MB | load average start "
-        f"→ end | ≥ {TARGET:g}× |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|:-:|",
-    ]
-    for r in rows:
-        params = " ".join(f"{k}={v}" for k, v in r["flow_params"].items()) or "OpenCV defaults"
-        lines.append(
-            f"| {r['method']} | {params} | {num(r['seconds'], 1)} | **{num(r['realtime'], 2)}** | "
-            f"{num(r['frames_per_s'], 1)} | {num(r['preprocessing_seconds'], 1)} | "
-            f"{num(r['phases']['flow'], 1)} ({num(r['flow_pairs_per_s'], 0)}) | "
-            f"{num(r['phases']['spotting'], 1)} ({num(r['model_frames_per_s'], 0)}) | "
-            f"{num(r['process_seconds'], 1)} | {num(r['peak_rss_mb'], 0)} | {load_cell(r)} | "
-            f"{'yes' if r['meets_target'] else 'no'} |"
-        )
-    return lines
+    return common.table(MAIN_COLUMNS, "llrrrrrrrrlc", map(main_cells, rows))
+
+
+def main_cells(r: dict) -> list[str]:
+    params = " ".join(f"{k}={v}" for k, v in r["flow_params"].items()) or "OpenCV defaults"
+    return [r["method"], params, num(r["seconds"], 1), f"**{num(r['realtime'], 2)}**",
+            num(r["frames_per_s"], 1), num(r["preprocessing_seconds"], 1),
+            f"{num(r['phases']['flow'], 1)} ({num(r['flow_pairs_per_s'], 0)})",
+            f"{num(r['phases']['spotting'], 1)} ({num(r['model_frames_per_s'], 0)})",
+            num(r["process_seconds"], 1), num(r["peak_rss_mb"], 0), load_cell(r),
+            "yes" if r["meets_target"] else "no"]  # fmt: skip
 
 
 def phase_table(rows: Sequence[dict]) -> list[str]:
     """One line per flow method: seconds and share of the wall clock of every phase."""
-    lines = ["| flow method | " + " | ".join(PHASES) + " |", "|---|" + "--:|" * len(PHASES)]
-    for r in rows:
-        cells = [f"{num(r['phases'][p], 2)} ({r['phases'][p] / r['seconds']:.0%})" for p in PHASES]
-        lines.append(f"| {r['method']} | " + " | ".join(cells) + " |")
-    return lines
+    cells = [
+        [r["method"], *(f"{num(r['phases'][p], 2)} ({r['phases'][p] / r['seconds']:.0%})"
+                        for p in PHASES)]
+        for r in rows
+    ]  # fmt: skip
+    return common.table(["flow method", *PHASES], "l" + "r" * len(PHASES), cells)
 
 
 def attempts_line(rows: Sequence[dict]) -> str:
@@ -416,7 +401,7 @@ def markdown(result: dict) -> str:
         f"Recording: {rec['size'][0]}×{rec['size'][1]}, {rec['fps']:g} fps, {rec['seconds']:g} s "
         f"({rec['frames']} frames), {rec['codec']} ({rec['file_mb']:.1f} MB), written with "
         f"cv2.VideoWriter: one procedural face about {rec['face_width_px']} px wide "
-        f"(mespot.data.render, as in the mock datasets) with {rec['events']['mae']} MaE, "
+        f"(mespot.data.synth.render, as in the mock datasets) with {rec['events']['mae']} MaE, "
         f"{rec['events']['me']} ME, {plural(rec['events']['blink'], 'blink')}, head motion, "
         "lighting drift and sensor noise.",
     ]
@@ -469,19 +454,9 @@ def markdown(result: dict) -> str:
         "",
         attempts_line(rows),
         "",
-        "Made by:",
-        "",
-        "```",
-        result["command"],
-        "```",
-        "",
+        *common.made_by(result["command"]),
     ]
     return "\n".join(out)
-
-
-def write_results(result: dict, out_dir: Path) -> tuple[Path, Path]:
-    """spot.json and spot.md, each written atomically."""
-    return write_report(result, out_dir, "spot", markdown)
 
 
 # --------------------------------------------------------------------------- command line
@@ -491,15 +466,7 @@ QUICK = {"seconds": 5.0, "rounds": 1}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m mespot.bench.spot",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--quick", action="store_true", help="a smoke test: 5 s, one run each")
-    parser.add_argument(
-        "--out", type=Path, help=f"results folder (default {DEFAULT_OUT}; --quick: a temp folder)"
-    )
+    parser = common.arguments("spot", __doc__, quick="a smoke test: 5 s, one run each")
     parser.add_argument(
         "--seconds", type=float, help=f"recording length (default {FULL['seconds']:g})"
     )
@@ -517,8 +484,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child:
-        print(CHILD_MARK + json.dumps(time_spot(*args.child)), flush=True)
-        return 0
+        return common.answer_parent(time_spot(*args.child))
     budget = QUICK if args.quick else FULL
     budget = {
         "seconds": args.seconds or budget["seconds"],
@@ -526,13 +492,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "methods": list(args.methods or CPU_METHODS),
         "overrides": list(args.override),
     }
-    out_dir = args.out or (
-        Path(tempfile.gettempdir()) / "mespot-bench" if args.quick else DEFAULT_OUT
-    )
     start = time.perf_counter()
-    command = "python -m mespot.bench.spot " + " ".join(sys.argv[1:] if argv is None else argv)
-    result = {"command": command.strip(), "quick": args.quick, "environment": environment(),
-              "budget": budget}  # fmt: skip
+    result = {"command": common.command_line("spot", argv), "quick": args.quick,
+              "environment": environment(), "budget": budget}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="mespot-bench-spot-") as tmp:
         log(f"recording: {budget['seconds']:g} s at {FPS:g} fps, {SIZE[0]}×{SIZE[1]}")
         recording = write_recording(Path(tmp), budget["seconds"])
@@ -541,11 +503,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     result["recording"] = {k: v for k, v in recording.items() if k != "path"}
     result["rows"] = rows
     result["verdict"] = verdict(rows)
-    result["seconds"] = time.perf_counter() - start
-    result["environment"]["load_average_at_end"] = load_average()
-    json_path, md_path = write_results(result, out_dir)
+    common.finish(result, start, common.out_folder(args), "spot", markdown)
     print(markdown(result))
-    log(f"wrote {json_path} and {md_path} in {result['seconds']:.0f} s")
     return 0
 
 

@@ -16,30 +16,28 @@ from __future__ import annotations
 import argparse
 import resource
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import hydra
-
 from mespot.bench import common
-from mespot.bench.common import DEFAULT_OUT, load_average, log, num, write_report
+from mespot.bench.common import console_script, log, num
 
-BIN = Path(sys.executable).parent  # the console scripts sit beside the interpreter
 LIGHT = ("mespot-evaluate", "mespot-annotations", "mespot-export", "mespot-aggregate",
          "mespot-plot")  # fmt: skip
 HEAVY = ("mespot-preprocess", "mespot-train", "mespot-spot")
 TARGET = 2.0  # seconds, for the LIGHT commands
 ROUNDS = 5
+COLUMNS = ("command", "median s", "min s", "max s", "CPU s", "needs a network model",
+           f"< {TARGET:g} s")  # fmt: skip
 
 
 def time_help(command: str, cwd: Path) -> tuple[float, float]:
     """(wall seconds, CPU seconds) of `command --help`, which must succeed. The CPU time hardly
     moves with other work on the machine; the wall time is what a user waits."""
     cpu_before, start = children_cpu(), time.perf_counter()
-    common.run([str(BIN / command), "--help"], cwd=cwd, timeout=300)
+    common.run([console_script(command), "--help"], cwd=cwd, timeout=300)
     return time.perf_counter() - start, children_cpu() - cpu_before
 
 
@@ -76,6 +74,14 @@ def row(command: str, runs: list[tuple[float, float]]) -> dict:
     }
 
 
+def cells(r: dict) -> list[str]:
+    """A command's line of the table."""
+    met = "–" if r["meets_target"] is None else ("yes" if r["meets_target"] else "**no**")
+    model = "yes" if r["needs_model"] else "no"
+    return [r["command"], f"**{num(r['median_s'])}**", num(r["min_s"]), num(r["max_s"]),
+            num(r["cpu_median_s"]), model, met]  # fmt: skip
+
+
 def markdown(result: dict) -> str:
     """The report: the environment, then one line per command."""
     env, rows = result["environment"], result["rows"]
@@ -86,17 +92,7 @@ def markdown(result: dict) -> str:
         "",
         f"## `<command> --help` in a fresh process (median of {result['rounds']} runs)",
         "",
-        f"| command | median s | min s | max s | CPU s | needs a network model | < {TARGET:g} s |",
-        "|---|--:|--:|--:|--:|:-:|:-:|",
-    ]
-    for r in rows:
-        met = "–" if r["meets_target"] is None else ("yes" if r["meets_target"] else "**no**")
-        model = "yes" if r["needs_model"] else "no"
-        lines.append(
-            f"| {r['command']} | **{num(r['median_s'])}** | {num(r['min_s'])} | "
-            f"{num(r['max_s'])} | {num(r['cpu_median_s'])} | {model} | {met} |"
-        )
-    lines += [
+        *common.table(COLUMNS, "lrrrrcc", map(cells, rows)),
         "",
         "Wall clock of the whole process: the interpreter, the imports, composing the config "
         "and printing the help; CPU s: its user + system time (median), which other work on the "
@@ -109,32 +105,23 @@ def markdown(result: dict) -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m mespot.bench.startup",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = common.arguments("startup", __doc__)
     parser.add_argument("--rounds", type=int, default=ROUNDS,
                         help=f"runs per command, the median counts (default {ROUNDS})")  # fmt: skip
     parser.add_argument("--commands", nargs="+", choices=LIGHT + HEAVY, default=LIGHT + HEAVY,
                         help="console scripts to time (default: all eight)")  # fmt: skip
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                        help=f"results folder (default {DEFAULT_OUT})")  # fmt: skip
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    command = "python -m mespot.bench.startup " + " ".join(sys.argv[1:] if argv is None else argv)
-    env = common.environment(common.git_commit(), hydra=hydra.__version__)
     start = time.perf_counter()
-    rows = bench(args.commands, args.rounds)
-    env["load_average_at_end"] = load_average()
-    result = {"command": command.strip(), "environment": env, "rounds": args.rounds,
-              "target_s": TARGET, "rows": rows, "seconds": time.perf_counter() - start}  # fmt: skip
-    json_path, md_path = write_report(result, args.out, "startup", markdown)
+    result = {"command": common.command_line("startup", argv),
+              "environment": common.environment("hydra"), "rounds": args.rounds,
+              "target_s": TARGET}  # fmt: skip
+    result["rows"] = bench(args.commands, args.rounds)
+    common.finish(result, start, common.out_folder(args), "startup", markdown)
     print(markdown(result))
-    log(f"wrote {json_path} and {md_path} in {result['seconds']:.0f} s")
     return 0
 
 

@@ -14,24 +14,19 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import lightning
 import lightning.pytorch as pl
-import numpy as np
-import timm
 import torch
 from omegaconf import OmegaConf
 
 from mespot.bench import common
-from mespot.bench.common import DEFAULT_OUT, load_average, log, num, peak_rss_run, write_report
+from mespot.bench.common import log, num, plural, say
 from mespot.cli.common import CONFIG_PATH
 from mespot.data.adapters import load_annotations
 from mespot.data.datamodule import SpottingDataModule
@@ -53,7 +48,6 @@ SHORT_WINDOW = 32
 SEGMENTS = ((1, (3, 12)), (0, (10, 40)))  # (label, length range in frames): one ME, one MaE
 EPOCH = dict(window=64, stride=32, batch_size=4, val_subjects=1, num_workers=0)
 CACHE_SETTINGS = Settings(size=32, flow_method="dis", detector="none")
-CHILD_MARK = "EPOCH-RESULT "  # the child's result line, among Lightning's own output
 
 
 # --------------------------------------------------------------------------- models
@@ -98,7 +92,7 @@ def param_counts(model: SpotterModule) -> dict[str, int]:
     """Parameters of the per-frame backbone, of the temporal part (FPN + head), and in all."""
     return {
         "params_backbone": count(model.spotter.encoder),
-        "params_neck_head": count(model.neck) + count(model.head),
+        "params_neck_head": count(model.spotter.neck) + count(model.spotter.head),
         "params_total": count(model),
     }
 
@@ -145,7 +139,7 @@ def random_batch(
 def train_step(model: SpotterModule, optimizer: torch.optim.Optimizer, batch: dict) -> None:
     """Forward, the loss training uses (target assignment included), backward, Adam step. Via
     `_losses`, not `training_step`: that one also logs, which needs a Trainer."""
-    losses, *_ = model._losses(batch)
+    losses = model._losses(batch, *model(batch["x"]))
     optimizer.zero_grad(set_to_none=True)
     losses["loss"].backward()
     optimizer.step()
@@ -299,8 +293,7 @@ def bench_throughput(
     rows = []
     for variant in variant_list:
         options = (timing or {}).get(variant.scale, {})
-        if log:
-            log(f"throughput: {variant.config} {variant.px}² × {variant.window} × {variant.batch}")
+        say(log, f"throughput: {variant.config} {variant.px}² × {variant.window} × {variant.batch}")
         rows.append(
             count_variant(variant) if options is None else bench_variant(variant, device, **options)
         )
@@ -386,12 +379,11 @@ def train_one_epoch(cache_folder: str | Path) -> dict:
 
 
 def epoch_in_fresh_process(cache_folder: Path) -> dict:
-    """train_one_epoch in a new Python; its peak RSS (ru_maxrss, through peak_rss_run) is the
-    epoch's own, nothing of this process."""
-    command = [sys.executable, "-m", "mespot.bench.training", "--epoch-of", str(cache_folder)]
-    peak, stdout = peak_rss_run(command, cache_folder.parent)
-    line = next(ln for ln in reversed(stdout.splitlines()) if ln.startswith(CHILD_MARK))
-    return {"peak_rss_mb": peak, **json.loads(line[len(CHILD_MARK) :])}
+    """train_one_epoch in a new Python, whose peak RSS is the epoch's own."""
+    peak, epoch = common.run_child(
+        "mespot.bench.training", ["--epoch-of", str(cache_folder)], cache_folder.parent
+    )
+    return {"peak_rss_mb": peak, **epoch}
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
@@ -402,8 +394,7 @@ def bench_memory(budget: MemoryBudget, tmp: Path, workers: int, log=None) -> dic
     """Peak RSS of a training epoch on the small and the large mock, and large ÷ small."""
     runs = {}
     for name, spec in (("small", budget.small), ("large", budget.large)):
-        if log:
-            log(f"memory: mock {name} ({frames_of(spec)} frames), preprocess, one epoch")
+        say(log, f"memory: mock {name} ({frames_of(spec)} frames), preprocess, one epoch")
         cache_folder = make_cache(spec, tmp, name, workers)
         runs[name] = {
             "mock": {**asdict(spec), "total_frames": frames_of(spec)},
@@ -425,13 +416,7 @@ def bench_memory(budget: MemoryBudget, tmp: Path, workers: int, log=None) -> dic
 
 def environment(device: torch.device) -> dict:
     """What the figures depend on: when, which code, which machine, libraries and device."""
-    env = common.environment(
-        common.git_commit(),
-        torch=torch.__version__,
-        lightning=lightning.__version__,
-        timm=timm.__version__,
-        numpy=np.__version__,
-    )
+    env = common.environment("torch", "lightning", "timm", "numpy")
     return env | {"device": device_name(device), "torch_threads": torch.get_num_threads()}
 
 
@@ -458,10 +443,6 @@ def note(row: dict) -> str:
     )
 
 
-def plural(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
-
-
 def timing_text(scale: str, timing: dict | None) -> str:
     """How one scale's models were timed, in words."""
     label = SCALE_NAMES[scale]
@@ -479,46 +460,42 @@ def timing_text(scale: str, timing: dict | None) -> str:
     return text
 
 
+THROUGHPUT_COLUMNS = ("backbone", "size", "neck", "input", "window", "batch", "params backbone",
+                      "neck + head", "total", "train frames/s", "train s/step", "infer frames/s",
+                      "note")  # fmt: skip
+MEMORY_COLUMNS = ("mock", "subjects × videos × frames", "frames", "cache on disk MB",
+                  "train / val windows", "epoch s", "peak RSS MB", "VmHWM before fit MB",
+                  "VmHWM after fit MB", "growth MB", "at end: file / anon MB")  # fmt: skip
+
+
 def throughput_table(rows: Sequence[dict]) -> list[str]:
     """The variants as a markdown table."""
-    lines = [
-        "| backbone | size | neck | input | window | batch | params backbone | neck + head | "
-        "total | train frames/s | train s/step | infer frames/s | note |",
-        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
-    ]
-    for r in rows:
-        options = " ".join(f"{k}={v}" for k, v in r["backbone"].items() if k != "name")
-        lines.append(
-            f"| {r['config']} ({options}) | {r['scale']} | {NECK_NAMES[r['scale']]} | "
-            f"{r['px']}×{r['px']} | {window_cell(r)} | {r['batch']} | "
-            f"{millions(r['params_backbone'])} | {millions(r['params_neck_head'])} | "
-            f"{millions(r['params_total'])} | {num(r['train_frames_per_s'], 1)} | "
-            f"{num(r['train_seconds_per_step'], 2)} | {num(r['infer_frames_per_s'], 1)} | "
-            f"{note(r)} |"
-        )
-    return lines
+    return common.table(THROUGHPUT_COLUMNS, "lllrrrrrrrrrl", map(throughput_cells, rows))
+
+
+def throughput_cells(r: dict) -> list[str]:
+    options = " ".join(f"{k}={v}" for k, v in r["backbone"].items() if k != "name")
+    return [f"{r['config']} ({options})", r["scale"], NECK_NAMES[r["scale"]],
+            f"{r['px']}×{r['px']}", window_cell(r), r["batch"], millions(r["params_backbone"]),
+            millions(r["params_neck_head"]), millions(r["params_total"]),
+            num(r["train_frames_per_s"], 1), num(r["train_seconds_per_step"], 2),
+            num(r["infer_frames_per_s"], 1), note(r)]  # fmt: skip
 
 
 def memory_table(memory: dict) -> list[str]:
     """The two epochs as a markdown table."""
-    lines = [
-        "| mock | subjects × videos × frames | frames | cache on disk MB | train / val windows | "
-        "epoch s | peak RSS MB | VmHWM before fit MB | VmHWM after fit MB | growth MB | "
-        "at end: file / anon MB |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
-    ]
-    for name, r in memory["runs"].items():
-        m, before, after = r["mock"], r["proc_peak_before_fit_mb"], r["proc_peak_mb"]
-        growth = None if before is None or after is None else after - before
-        lines.append(
-            f"| {name} | {m['subjects']} × {m['videos_per_subject']} × {m['frames']} | "
-            f"{m['total_frames']} | {num(r['cache_mb'], 1)} | "
-            f"{r['train_windows']} / {r['val_windows']} | {num(r['seconds'], 1)} | "
-            f"**{num(r['peak_rss_mb'], 0)}** | {num(before, 0)} | {num(after, 0)} | "
-            f"{num(growth, 0)} | "
-            f"{num(r['rss_file_mb_at_end'], 0)} / {num(r['rss_anon_mb_at_end'], 0)} |"
-        )
-    return lines
+    return common.table(MEMORY_COLUMNS, "llrrrrrrrrr", map(memory_cells, memory["runs"].items()))
+
+
+def memory_cells(named_run: tuple[str, dict]) -> list[str]:
+    name, r = named_run
+    m, before, after = r["mock"], r["proc_peak_before_fit_mb"], r["proc_peak_mb"]
+    growth = None if before is None or after is None else after - before
+    return [name, f"{m['subjects']} × {m['videos_per_subject']} × {m['frames']}",
+            m["total_frames"], num(r["cache_mb"], 1),
+            f"{r['train_windows']} / {r['val_windows']}", num(r["seconds"], 1),
+            f"**{num(r['peak_rss_mb'], 0)}**", num(before, 0), num(after, 0), num(growth, 0),
+            f"{num(r['rss_file_mb_at_end'], 0)} / {num(r['rss_anon_mb_at_end'], 0)}"]  # fmt: skip
 
 
 def memory_section(result: dict) -> list[str]:
@@ -579,14 +556,8 @@ def markdown(result: dict) -> str:
         "window × steps ÷ seconds. "
         + " ".join(timing_text(scale, t) for scale, t in throughput["timing"].items()),
     ]
-    out += memory_section(result)
-    out += ["", "Made by:", "", "```", result["command"], "```", ""]
+    out += [*memory_section(result), "", *common.made_by(result["command"])]
     return "\n".join(out)
-
-
-def write_results(result: dict, out_dir: Path) -> tuple[Path, Path]:
-    """training.json and training.md, each written atomically."""
-    return write_report(result, out_dir, "training", markdown)
 
 
 # --------------------------------------------------------------------------- command line
@@ -618,15 +589,7 @@ QUICK = Budget(
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m mespot.bench.training",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--quick", action="store_true", help="a smoke test: tiny budget, < 1 min")
-    parser.add_argument(
-        "--out", type=Path, help=f"results folder (default {DEFAULT_OUT}; --quick: a temp folder)"
-    )
+    parser = common.arguments("training", __doc__, quick="a smoke test: tiny budget, < 1 min")
     parser.add_argument("--no-memory", action="store_true", help="throughput figures only")
     parser.add_argument("--epoch-of", type=Path, help=argparse.SUPPRESS)  # the memory child
     return parser.parse_args(argv)
@@ -640,7 +603,7 @@ def run_memory_part(result: dict, budget: Budget) -> bool:
             # one process: pool workers would each re-import this module (torch, Lightning),
             # which takes longer than rendering and preprocessing these small mocks
             result["memory"] = bench_memory(budget.memory, Path(tmp), 1, log)
-        except (RuntimeError, OSError, StopIteration) as e:
+        except (RuntimeError, OSError) as e:
             result["memory_skipped"] = f"failed: {e}"
             log(result["memory_skipped"])
             return False
@@ -650,26 +613,19 @@ def run_memory_part(result: dict, budget: Budget) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.epoch_of:
-        print(CHILD_MARK + json.dumps(train_one_epoch(args.epoch_of)), flush=True)
-        return 0
+        return common.answer_parent(train_one_epoch(args.epoch_of))
     torch.set_num_threads(os.cpu_count() or 1)
     budget = QUICK if args.quick else FULL
-    out_dir = args.out or (
-        Path(tempfile.gettempdir()) / "mespot-bench" if args.quick else DEFAULT_OUT
-    )
     start, device = time.perf_counter(), pick_device()
-    command = "python -m mespot.bench.training " + " ".join(sys.argv[1:] if argv is None else argv)
-    result = {"command": command.strip(), "quick": args.quick, "environment": environment(device)}
+    result = {"command": common.command_line("training", argv), "quick": args.quick,
+              "environment": environment(device)}  # fmt: skip
     rows = bench_throughput(variants(), device=device, timing=budget.timing, log=log)
     result["throughput"] = {"timing": budget.timing, "rows": rows}
     if args.no_memory:
         result["memory_skipped"] = "not asked for (--no-memory)"
     memory_ok = args.no_memory or run_memory_part(result, budget)
-    result["seconds"] = time.perf_counter() - start
-    result["environment"]["load_average_at_end"] = load_average()
-    json_path, md_path = write_results(result, out_dir)
+    common.finish(result, start, common.out_folder(args), "training", markdown)
     print(markdown(result))
-    log(f"wrote {json_path} and {md_path} in {result['seconds']:.0f} s")
     return 0 if memory_ok else 1
 
 

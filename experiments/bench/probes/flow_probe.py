@@ -16,8 +16,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from mespot.data import render
 from mespot.data.face import crop, crop_box
+from mespot.data.synth import render
 
 MAE = render.Event("mae", 30, 45, 80, ("brows",), 2.5, 7)
 ME = render.Event("me", 100, 104, 110, ("mouth_corners",), 0.6, 9)

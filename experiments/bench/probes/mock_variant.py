@@ -19,8 +19,8 @@ import dataclasses
 import functools
 
 from mespot.bench.accuracy import SYNTH
-from mespot.data import render, synth
-from mespot.data.synth import MockSpec, write_mock
+from mespot.data import synth
+from mespot.data.synth import MockSpec, render, write_mock
 
 BENCHMARK = MockSpec(dataset="casme2", **SYNTH)  # the mock of `make bench-accuracy`
 

@@ -4,7 +4,7 @@ The real datasets are licensed; these stand in for them in tests, the demo and b
 mock has the dataset's file names, sheets, header rows, cell quirks and frame naming, so the
 adapters read it exactly as they read the real files, plus `ground_truth.csv` (intervals.csv
 schema): what the adapter must read under the default policies. The frames are procedural face
-videos (mespot.data.render) in which expressions are real local deformations among blinks,
+videos (mespot.data.synth.render) in which expressions are real local deformations among blinks,
 head motion, lighting changes, sensor noise and JPEG compression.
 """
 
@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 from rich.progress import Progress
 
-from mespot.data.render import render_video
 from mespot.data.synth import casme2, casme3, sammlv
 from mespot.data.synth.plan import MockVideo, plan_videos
+from mespot.data.synth.render import render_video
 from mespot.data.tables import INTERVAL_COLUMNS
 from mespot.errors import UserError
 from mespot.files import atomic_write_text

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mespot.data.render import Appearance, Event, expression_event, sample_appearance
+from mespot.data.synth.render import Appearance, Event, expression_event, sample_appearance
 from mespot.errors import UserError
 
 ME_SECONDS = (0.2, 0.5)  # micro-expressions last at most half a second
