@@ -67,3 +67,18 @@ def test_synth_refuses_impossible_settings_and_existing_folders(tmp_path):
     taken = run("mespot-synth", "data=casme2", "out=full", "write_frames=false", cwd=tmp_path)
     assert taken.returncode == 2 and "out=full exists and is not empty" in taken.stderr
     assert (tmp_path / "full/keep.txt").read_text() == "mine"
+    negative = run("mespot-synth", "data=casme2", "out=n", "distractors=-1", cwd=tmp_path)
+    assert negative.returncode == 2 and "distractors=-1 must not be negative" in negative.stderr
+
+
+def test_synth_without_distractors_holds_a_face_still(tmp_path):
+    # a demo's mock may leave out head motion, lighting changes and noise (distractors=0)
+    settings = ["data=casme2", "subjects=1", "videos_per_subject=1", "frames=30", "size=[64,48]",
+                "mae_per_video=0", "me_per_video=0", "blinks_per_minute=0"]  # fmt: skip
+    for scale in (0, 1):
+        made = run("mespot-synth", f"out=m{scale}", f"distractors={scale}", *settings, cwd=tmp_path)
+        assert made.returncode == 0, made.stderr
+    for scale, still in ((0, True), (1, False)):
+        frames = sorted((tmp_path / f"m{scale}").rglob("*.jpg"))
+        assert len(frames) == 30
+        assert (frames[0].read_bytes() == frames[-1].read_bytes()) is still

@@ -23,6 +23,7 @@ def main(cfg: DictConfig) -> None:
         mae_per_video=cfg.mae_per_video,
         me_per_video=cfg.me_per_video,
         blinks_per_minute=cfg.blinks_per_minute,
+        distractors=cfg.distractors,
         jpeg_quality=cfg.jpeg_quality,
         seed=cfg.seed,
         write_frames=cfg.write_frames,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 
 from mespot.bench.accuracy import SYNTH
 from mespot.data import synth
@@ -40,7 +39,7 @@ def main() -> None:
     # the same draws from the same seed, scaled: the events keep their timing and regions
     render.ME_AMPLITUDE = tuple(a * args.amplitude for a in render.ME_AMPLITUDE)
     render.MAE_AMPLITUDE = tuple(a * args.amplitude for a in render.MAE_AMPLITUDE)
-    synth.render_video = functools.partial(render.render_video, nuisance=nuisance)
+    synth._nuisance = lambda _scale: nuisance  # the spec keeps distractors=1
     write_mock(BENCHMARK, args.out, workers=1)  # one process: the patched renderer is used
     print(f"wrote {args.out} with {nuisance}, expression amplitudes × {args.amplitude}")
 

@@ -23,7 +23,7 @@ from rich.progress import Progress
 
 from mespot.data.synth import casme2, casme3, sammlv
 from mespot.data.synth.plan import MockVideo, plan_videos
-from mespot.data.synth.render import render_video
+from mespot.data.synth.render import Nuisance, render_video
 from mespot.data.tables import INTERVAL_COLUMNS
 from mespot.errors import UserError
 from mespot.files import atomic_write_text
@@ -46,6 +46,7 @@ class MockSpec:
     mae_per_video: int = 2
     me_per_video: int = 2
     blinks_per_minute: float = 12.0
+    distractors: float = 1.0  # head motion, lighting and sensor noise × this (0: a still face)
     jpeg_quality: int = 90
     seed: int = 0
     write_frames: bool = True  # False: the workbook alone, as users often start
@@ -58,6 +59,8 @@ class MockSpec:
         for name in ("subjects", "videos_per_subject", "frames"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name}={getattr(self, name)} must be at least 1")
+        if not self.distractors >= 0:
+            raise UserError(f"distractors={self.distractors} must not be negative")
         if not 1 <= self.jpeg_quality <= 100:
             raise UserError(f"jpeg_quality={self.jpeg_quality} must lie in 1..100")
 
@@ -118,6 +121,7 @@ def _write_frames(spec: MockSpec, layout_name: str, video: MockVideo, root: Path
         size=tuple(spec.size),
         fps=spec.frame_rate,
         grey=spec.grey,
+        nuisance=_nuisance(spec.distractors),
         seed=video.seed,
     )
     for index, frame in enumerate(frames):
@@ -127,3 +131,9 @@ def _write_frames(spec: MockSpec, layout_name: str, video: MockVideo, root: Path
         path.parent.mkdir(parents=True, exist_ok=True)
         if not cv2.imwrite(str(path), frame, params):
             raise OSError(f"could not write {path}")
+
+
+def _nuisance(scale: float) -> Nuisance:
+    """The renderer's distractors at `scale` times their default strengths."""
+    defaults = Nuisance()
+    return Nuisance(**{name: value * scale for name, value in vars(defaults).items()})
