@@ -35,15 +35,19 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
-def fold_threads(launcher) -> int:
-    """CPU threads for one fold: the cores shared out among the folds a joblib launcher runs at
-    once (its n_jobs, -1 meaning one per core); every core when folds run one at a time."""
-    cores = available_cores()
+def folds_at_once(launcher) -> int:
+    """How many folds a launcher runs side by side: a joblib launcher's n_jobs (-1 meaning one per
+    core); one for any other (one fold per process, or per SLURM job)."""
     if "joblib" not in str(launcher.get("_target_", "")).lower():
-        return cores
+        return 1
     n_jobs = int(launcher.get("n_jobs") or 1)
-    parallel = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)
-    return max(1, cores // parallel)
+    return n_jobs if n_jobs > 0 else max(1, available_cores() + 1 + n_jobs)
+
+
+def fold_threads(launcher) -> int:
+    """CPU threads for one fold: the cores shared out among the folds a launcher runs at once;
+    every core when folds run one at a time."""
+    return max(1, available_cores() // folds_at_once(launcher))
 
 
 _claimed: tuple[int, object] | None = None  # (GPU, its open lock file) of this process

@@ -25,3 +25,16 @@ def assert_user_error(result, *fragments: str, code: int = 2) -> str:
     for fragment in fragments:
         assert fragment in errors[0], (fragment, errors[0])
     return errors[0]
+
+
+# What a user need not read: Lightning's adverts and accelerator census, and warnings that no
+# setting of theirs caused (mespot/cli/train.py, quiet_console).
+NOISE = ("💡 Tip", "GPU available", "TPU available", "LeafSpec", "does not have many workers",
+         "smaller than the logging interval")  # fmt: skip
+
+
+def assert_quiet(result) -> None:
+    """None of Lightning's noise in the command's output."""
+    console = result.stdout + result.stderr
+    for line in NOISE:
+        assert line not in console, (line, console[-3000:])

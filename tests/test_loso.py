@@ -4,12 +4,14 @@ aggregation of what they leave in the sweep folder, W&B runs per fold, and fold 
 import json
 import multiprocessing
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from conftest import TINY, write_job
+from console import assert_quiet
 from omegaconf import OmegaConf
 
 from mespot.cli.common import CONFIG_PATH, compose_train
@@ -110,6 +112,11 @@ def test_joblib_launcher_runs_folds_in_parallel_sharing_the_cores(tiny_mock, tmp
                              "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert_summary_is_the_sum_of_the_folds(sweep)
+    # folds side by side: one line each when it ends, no tables or notes whose lines interleave
+    assert_quiet(result)
+    console = result.stdout + result.stderr
+    assert sorted(re.findall(r"fold (\w+) done in", console)) == SUBJECTS
+    assert "┃" not in console and "Restoring states" not in console
     threads = max(1, len(os.sched_getaffinity(0)) // 2)
     for job in sweep.glob("[0-9]*"):
         assert f"{threads} CPU threads" in (job / "train.log").read_text()

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import TINY
+from console import assert_quiet
 from hydra.utils import instantiate
 
 from mespot.cli.common import compose_train
@@ -54,6 +55,8 @@ def test_paper_config_is_the_papers():
 def test_one_fold_trains_tests_the_held_out_subject_and_writes_its_results(tiny_mock, tmp_path):
     result = train(tiny_mock, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert_quiet(result)
+    assert "fold s16 done in" in result.stdout + result.stderr  # with its F1 per type
     (run,) = run_dirs(tmp_path)
     predictions = read_intervals(run / "predictions.csv", scored=True)
     assert set(predictions["subject"]) <= {"s16"}

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 import traceback
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -31,10 +33,22 @@ from mespot.data.videos import refuse_unfinished, scan_cache
 from mespot.errors import UserError
 from mespot.files import atomic_write_text
 from mespot.loso import ALL_FOLDS, FOLD_KEY
-from mespot.parallel import claim_gpu, fold_threads
+from mespot.parallel import claim_gpu, fold_threads, folds_at_once
 from mespot.runs import FAILED_FILE, kept_in, set_aside_previous, write_failed
 
 log = logging.getLogger(__name__)
+
+# Lines Lightning prints in every run that say nothing about this one: adverts for its cloud
+# services, and which accelerators exist (the fold's own log line says which devices it uses).
+LIGHTNING_ADVERTS = ("💡 Tip:", "GPU available:", "TPU available:", "HPU available:")
+# Warnings that are no fault of the user's setting: a torch deprecation inside Lightning, a hint
+# to add loader workers (data.num_workers is a setting of its own, 0 on purpose on a CPU), and a
+# short epoch (the baseline trains one batch) logging less often than log_every_n_steps.
+HARMLESS_WARNINGS = (
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    r"The '\w+' does not have many workers",
+    r"The number of training batches \(\d+\) is smaller than the logging interval",
+)
 
 FOLD_KEYS = ("test_subject", "val_subjects", "window", "stride", "use_flow", "frame_diffs",
              "rest_span", "batch_size", "num_workers", "positive_fraction", "augment",
@@ -112,7 +126,7 @@ def run_fold(cfg: DictConfig) -> dict | float:
     """Train and test one fold; the metrics, or `optimized_metric` alone for a sweeper."""
     checkpoint = resume.read(cfg)  # to resume from: fails before any work
     folder = cache_folder_of(cfg)
-    pl.seed_everything(cfg.seed, workers=True)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)  # the seed is in config.yaml
     datamodule, model = build_data_and_model(cfg, folder)
     resume.check(cfg, checkpoint, model, datamodule, list(HydraConfig.get().overrides.task))
     # after the check: a resume that cannot go on leaves its run folder as it was
@@ -125,7 +139,7 @@ def run_fold(cfg: DictConfig) -> dict | float:
     checkpoint = trainer.checkpoint_callback
     if cfg.test:
         best = checkpoint.best_model_path if checkpoint else ""
-        trainer.test(model, datamodule, ckpt_path=best or None)
+        trainer.test(model, datamodule, ckpt_path=best or None, verbose=_shows_tables(cfg))
     if cfg.optimized_metric:  # the best validation epoch's score, never the test subject's
         kept = checkpoint and checkpoint.monitor == cfg.optimized_metric
         if kept and checkpoint.best_model_score is not None:
@@ -134,8 +148,43 @@ def run_fold(cfg: DictConfig) -> dict | float:
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 
+class _DropAdverts(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(LIGHTNING_ADVERTS)
+
+
+def quiet_console(cfg: DictConfig, parallel: bool) -> None:
+    """Lightning without its adverts and harmless warnings; with folds running side by side,
+    without its progress bars, tables and notes too, whose lines would interleave: each fold
+    then says one line when it ends (`report_fold`). Warnings about the data stay."""
+    for pattern in HARMLESS_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    notes = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropAdverts) for f in notes.filters):
+        notes.addFilter(_DropAdverts())
+    if parallel:
+        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+        with open_dict(cfg):
+            cfg.callbacks.progress = None
+            cfg.trainer.enable_progress_bar = False
+            cfg.trainer.enable_model_summary = False
+
+
+def _shows_tables(cfg: DictConfig) -> bool:
+    return cfg.trainer.get("enable_model_summary", True) is not False
+
+
+def report_fold(cfg: DictConfig, metrics: dict, seconds: float) -> None:
+    """One line per finished fold: how long it took on how many threads, its test F1 per type."""
+    scores = [f"{name} F1 {metrics[f'test/{key}_f1']:.4f}"
+              for name, key in (("MaE", "mae"), ("ME", "me"), ("overall", "overall"))
+              if f"test/{key}_f1" in metrics]  # fmt: skip
+    log.info("fold %s done in %.1f min on %d CPU threads%s", cfg.data.test_subject, seconds / 60,
+             torch.get_num_threads(), ": " + ", ".join(scores) if scores else "")  # fmt: skip
+
+
 def _prepare(cfg: DictConfig, multirun: bool) -> None:
-    """Settings that depend on where the fold runs: threads, GPU, W&B group."""
+    """Settings that depend on where the fold runs: threads, GPU, W&B group, console."""
     strategy = cfg.trainer.get("strategy", "auto")
     strategy = strategy.get("_target_", "") if isinstance(strategy, DictConfig) else str(strategy)
     if multirun and "ddp" in strategy.lower():
@@ -144,7 +193,10 @@ def _prepare(cfg: DictConfig, multirun: bool) -> None:
             "rank: run folds one per GPU with hydra/launcher=joblib, and trainer=ddp for a "
             "single fold without -m"
         )
-    torch.set_num_threads(cfg.threads or fold_threads(HydraConfig.get().launcher))
+    launcher = HydraConfig.get().launcher
+    parallel = multirun and folds_at_once(launcher) > 1
+    quiet_console(cfg, parallel)
+    torch.set_num_threads(cfg.threads or fold_threads(launcher))
     with open_dict(cfg):
         if multirun and cfg.trainer.accelerator in ("gpu", "cuda") and cfg.trainer.devices == 1:
             sweep = Path(HydraConfig.get().sweep.dir)
@@ -153,8 +205,8 @@ def _prepare(cfg: DictConfig, multirun: bool) -> None:
         wandb = (cfg.get("logger") or {}).get("wandb")
         if wandb is not None and wandb.group is None:
             wandb.group = tracking.default_group(cfg.name)
-    log.info("fold %s: %d CPU threads, devices %s", cfg.data.test_subject,
-             torch.get_num_threads(), cfg.trainer.devices)  # fmt: skip
+    log.log(logging.DEBUG if parallel else logging.INFO, "fold %s: %d CPU threads, devices %s",
+            cfg.data.test_subject, torch.get_num_threads(), cfg.trainer.devices)  # fmt: skip
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
@@ -169,8 +221,11 @@ def task(cfg: DictConfig) -> dict | float | None:
         if rank_zero_only.rank == 0:
             set_aside_previous(out, keep=kept_in(out, cfg.ckpt_path))
         _prepare(cfg, multirun)
+        start = time.perf_counter()
         result = run_fold(cfg)
         failed = False
+        if isinstance(result, dict):
+            report_fold(cfg, result, time.perf_counter() - start)
         return result
     except Exception as e:
         user = isinstance(e, UserError)
