@@ -51,8 +51,9 @@ bench-accuracy: install
 gpu-check: install
 	$(BIN)/python -m mespot.bench.gpu
 
-# The README's main command: a small mock CAS(ME)² (5 subjects) → preprocessing → every LOSO
-# fold with a CPU-sized VoVNet → the summed table; ~5 min on 2 cores (conf/experiment/demo.yaml).
+# The README's main command: a small mock CAS(ME)² (5 subjects, faces held still) → preprocessing →
+# every LOSO fold of the accuracy recipe at CPU size, two at a time → the summed table; ~5 min on
+# 2 free cores (conf/experiment/demo.yaml, experiments/demo.md).
 DEMO := data/demo
 
 demo: install $(DEMO)/casme2/mock.json
@@ -62,7 +63,7 @@ demo: install $(DEMO)/casme2/mock.json
 # mock.json is written last: it exists only for a finished mock (`rm -rf data/demo` to redo it).
 $(DEMO)/casme2/mock.json: | $(STAMP)
 	$(BIN)/mespot-synth data=casme2 out=$(DEMO)/casme2 subjects=5 videos_per_subject=2 frames=600 \
-		mae_per_video=3 me_per_video=3 workers=2
+		mae_per_video=3 me_per_video=3 distractors=0 workers=2
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
