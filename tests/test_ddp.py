@@ -14,7 +14,7 @@ import torch.distributed as dist
 from conftest import TINY, on_two_gloo_ranks
 from omegaconf import OmegaConf
 
-from mespot.cli.train import FOLD_KEYS, cache_folder_of
+from mespot.cli.train import cache_folder_of
 from mespot.data.datamodule import SpottingDataModule
 from mespot.evaluation import gather_outputs
 from mespot.intervals import read_intervals
@@ -78,8 +78,8 @@ def test_ddp_run_on_two_cpu_processes_scores_every_window_of_the_test_subject(ti
 
     # no window lost or counted twice: one process testing the same checkpoint agrees
     cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
-    datamodule = SpottingDataModule(
-        str(cache_folder_of(cfg)), **{k: cfg.data[k] for k in FOLD_KEYS}, seed=cfg.seed
+    datamodule = SpottingDataModule.from_config(
+        cache_folder_of(cfg), OmegaConf.to_container(cfg.data, resolve=True), cfg.seed
     )
     (best,) = (run / "checkpoints").glob("epoch_*.ckpt")
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from mespot.callbacks import Throughput
 from mespot.cli.common import compose_train
-from mespot.cli.train import FOLD_KEYS, cache_folder_of
+from mespot.cli.train import cache_folder_of
 from mespot.data.datamodule import SpottingDataModule
 
 WINDOW = 8  # frames per window
@@ -122,7 +122,7 @@ def test_a_mespot_train_fold_writes_it_in_its_run_folder(tiny_mock, tmp_path):
 
     cfg = compose_train(overrides)
     data = OmegaConf.to_container(cfg.data, resolve=True)
-    fold = SpottingDataModule(str(cache_folder_of(cfg)), **{k: data[k] for k in FOLD_KEYS})
+    fold = SpottingDataModule.from_config(cache_folder_of(cfg), data)
     fold.setup()
     window, batch = cfg.data.window, cfg.data.batch_size
     batches = cfg.trainer.limit_train_batches  # one epoch of them (debug=default)

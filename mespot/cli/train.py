@@ -50,11 +50,6 @@ HARMLESS_WARNINGS = (
     r"The number of training batches \(\d+\) is smaller than the logging interval",
 )
 
-FOLD_KEYS = ("test_subject", "val_subjects", "window", "stride", "use_flow", "frame_diffs",
-             "rest_span", "batch_size", "num_workers", "positive_fraction", "augment",
-             "allow_uncached")  # fmt: skip
-
-
 def cache_folder_of(cfg: DictConfig):
     """The cache that `mespot-preprocess` filled for this dataset and these settings."""
     settings = preprocessing_settings(cfg.preprocessing)
@@ -104,7 +99,7 @@ def build_data_and_model(
     """The fold's data module, set up on the cache `folder`, and the model built for the inputs
     it feeds (tests/test_configs.py builds every experiment through here)."""
     data = OmegaConf.to_container(cfg.data, resolve=True)  # plain values: checkpoints hold them
-    datamodule = SpottingDataModule(str(folder), **{k: data[k] for k in FOLD_KEYS}, seed=cfg.seed)
+    datamodule = SpottingDataModule.from_config(folder, data, cfg.seed)
     datamodule.setup()
     model = hydra.utils.instantiate(
         cfg.model,

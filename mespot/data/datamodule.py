@@ -7,10 +7,11 @@ RAM does not grow with the dataset.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import multiprocessing
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import lightning.pytorch as pl
 import numpy as np
@@ -87,6 +88,13 @@ class SpottingDataModule(pl.LightningDataModule):
         self.uncached: dict[str, list[VideoInfo]] = {}  # per split: left out, not cached
         self.sampler_generator: torch.Generator | None = None
         self._restored_sampler: Tensor | None = None
+
+    @classmethod
+    def from_config(cls, cache_folder, data: Mapping, seed: int = 0) -> SpottingDataModule:
+        """The fold that a `data` config (plain values) describes on `cache_folder`: the settings
+        this constructor takes; the rest (name, root, the dataset's files) is for its reader."""
+        taken = set(inspect.signature(cls).parameters) - {"cache_folder", "seed"}
+        return cls(str(cache_folder), **{k: v for k, v in data.items() if k in taken}, seed=seed)
 
     def setup(self, stage: str | None = None) -> None:
         if self.videos:

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from mespot.cli.train import FOLD_KEYS, cache_folder_of
+from mespot.cli.train import cache_folder_of
 from mespot.data.datamodule import SpottingDataModule
 from mespot.data.dataset import WindowDataset
 from mespot.intervals import TYPES
@@ -39,8 +39,7 @@ def candidates(fold: Path, split: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(every candidate of the split's videos, their ground truth) for one fold's checkpoint."""
     cfg = OmegaConf.load(fold / "config.yaml")
     data = OmegaConf.to_container(cfg.data, resolve=True)
-    datamodule = SpottingDataModule(str(cache_folder_of(cfg)), **{k: data[k] for k in FOLD_KEYS},
-                                    seed=cfg.seed)  # fmt: skip
+    datamodule = SpottingDataModule.from_config(cache_folder_of(cfg), data, cfg.seed)
     datamodule.setup()
     if split == "train":  # the training videos, cut and fed like the test subject's
         h = datamodule.hparams
