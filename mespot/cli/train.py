@@ -50,6 +50,7 @@ HARMLESS_WARNINGS = (
     r"The number of training batches \(\d+\) is smaller than the logging interval",
 )
 
+
 def cache_folder_of(cfg: DictConfig):
     """The cache that `mespot-preprocess` filled for this dataset and these settings."""
     settings = preprocessing_settings(cfg.preprocessing)
