@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint format bench bench-accuracy gpu-check demo clean
+.PHONY: install test lint format bench bench-accuracy gpu-check wheels demo clean
 
 install: $(STAMP)
 
@@ -50,6 +50,16 @@ bench-accuracy: install
 # steps at toy sizes on the CPU (~2 min). The mock, caches and sweeps stay in data/gpu/.
 gpu-check: install
 	$(BIN)/python -m mespot.bench.gpu
+
+# For a machine without network whose python3 already has a PyTorch stack (torch, torchvision,
+# Lightning, timm, torchmetrics, numpy, pandas, OpenCV, rich): the pure-Python packages mespot
+# adds, at the versions this .venv tested, as wheels in .whl/ (~1 MB; docs/benchmarks.md).
+OFFLINE := hydra-core omegaconf antlr4-python3-runtime openpyxl et-xmlfile xlrd hydra-joblib-launcher
+
+wheels: install
+	$(BIN)/python -m pip wheel --quiet --no-deps -w .whl $$($(BIN)/python -m pip freeze | \
+		grep -iE '^($(subst -,[-_],$(subst $(eval) ,|,$(OFFLINE))))==')
+	@ls .whl
 
 # The README's main command: a small mock CAS(ME)² (5 subjects, faces held still) → preprocessing →
 # every LOSO fold of the accuracy recipe at CPU size, two at a time → the summed table; ~4 min on
