@@ -1,6 +1,5 @@
 """MEGC submission layouts: exact file text, sweep concatenation, and one-line errors."""
 
-import json
 import os
 import subprocess
 import sys
@@ -9,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from omegaconf import OmegaConf
+from conftest import write_job as write_fold
 
 from mespot.cli.export import merge_repeated
 from mespot.errors import UserError
@@ -124,27 +123,17 @@ def read_predictions_text(text):
 
 
 def write_job(sweep, job, subject, rows, settings=(), finished=True, mtime=None):
-    """A job folder as mespot-train leaves it (as in test_loso.py), with its predictions.csv."""
-    folder = sweep / job
-    (folder / ".hydra").mkdir(parents=True)
-    OmegaConf.save({"name": "tiny", "data": {"test_subject": subject}},
-                   folder / ".hydra" / "config.yaml")  # fmt: skip
-    OmegaConf.save([*settings, f"data.test_subject={subject}"], folder / ".hydra/overrides.yaml")
+    """A job folder as mespot-train leaves it (conftest.write_job), with its predictions.csv; an
+    unfinished one holds failed.txt instead of metrics.json."""
+    folder = write_fold(sweep, job, subject, settings, counts=(1, 1, 1) if finished else None)
     if rows is not None:
         lines = ["subject,video,onset,offset,type,score"]
         lines += [f"{subject},{video},{on},{off},{t},0.5" for video, on, off, t in rows]
         (folder / "predictions.csv").write_text("\n".join(lines) + "\n")
-    if finished:
-        counts = {t: {"n_pred": 1, "n_gt": 1, "tp": 1} for t in TYPES}
-        (folder / "metrics.json").write_text(
-            json.dumps(
-                {**counts, "matching": "strict", "iou": 0.5, "thresholds": {"mae": 0.3, "me": 0.2}}
-            )
-        )
-        if mtime is not None:
-            os.utime(folder / "metrics.json", (mtime, mtime))
-    else:
+    if not finished:
         (folder / "failed.txt").write_text("Traceback …\nRuntimeError: CUDA out of memory\n")
+    elif mtime is not None:
+        os.utime(folder / "metrics.json", (mtime, mtime))
     return folder
 
 
