@@ -5,6 +5,10 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
+
+from mespot.data.synth import MockSpec
+from mespot.errors import UserError
 
 BIN = Path(sys.executable).parent
 
@@ -82,3 +86,11 @@ def test_synth_without_distractors_holds_a_face_still(tmp_path):
         frames = sorted((tmp_path / f"m{scale}").rglob("*.jpg"))
         assert len(frames) == 30
         assert (frames[0].read_bytes() == frames[-1].read_bytes()) is still
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"), [("distractors", "abc"), ("jpeg_quality", None), ("frames", True)]
+)
+def test_a_mock_setting_that_is_no_number_is_named(setting, value):
+    with pytest.raises(UserError, match=f"^{setting}={value}: give a number$"):
+        MockSpec("casme2", **{setting: value})

@@ -56,6 +56,12 @@ class MockSpec:
             raise UserError(
                 f"data.name={self.dataset!r}: no mock layout; use one of {', '.join(LAYOUTS)}"
             )
+        numbers = ("subjects", "videos_per_subject", "frames", "mae_per_video", "me_per_video",
+                   "blinks_per_minute", "distractors", "jpeg_quality", "seed")  # fmt: skip
+        for name in numbers:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise UserError(f"{name}={value}: give a number")
         for name in ("subjects", "videos_per_subject", "frames"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name}={getattr(self, name)} must be at least 1")
