@@ -5,13 +5,17 @@ run, results that do not belong together. Each either stops with one line naming
 setting, or is counted and shown, and nothing wrong is written."""
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import time
 
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import TINY, preprocessed_mock
-from console import assert_user_error, run
+from console import BIN, assert_user_error, run
 
 from mespot.data.synth import MockSpec
 
@@ -208,3 +212,28 @@ def test_one_unreadable_fold_fails_that_fold_not_the_summary(expression_free_swe
     assert summary.returncode == 1
     assert "FAILED fold s16" in summary.stdout and "metrics.json is unreadable" in summary.stdout
     assert (sweep / "summary.md").is_file()
+
+
+def test_ctrl_c_in_a_parallel_sweep_is_one_line_exit_130_and_no_fold_passes_as_finished(
+    mock, tmp_path
+):
+    """As a terminal's Ctrl-C: every process of the group, while folds train side by side."""
+    root, folder = mock
+    shutil.copytree(folder, tmp_path / "cache" / folder.name)
+    command = [str(BIN / "mespot-train"), "-m", "debug=default", f"data.root={root}",
+               f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+               "callbacks.progress=null", "trainer.max_epochs=50",
+               "data.test_subject=all", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+               *TINY]  # fmt: skip
+    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True, cwd=tmp_path)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("sweep/*/config.yaml"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(job.pid, signal.SIGINT)
+    _, stderr = job.communicate(timeout=120)
+    assert job.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith("interrupted: finished folds keep their")
+    assert not list(tmp_path.glob("sweep/*/metrics.json"))  # 50 epochs: none had finished
+    assert not (tmp_path / "sweep" / "summary.md").exists()

@@ -25,7 +25,13 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mespot import resume, tracking
-from mespot.cli.common import CONFIG_PATH, compose_train, exit_on_user_error, user_message
+from mespot.cli.common import (
+    CONFIG_PATH,
+    compose_train,
+    exit_on_interrupt,
+    exit_on_user_error,
+    user_message,
+)
 from mespot.cli.preprocess import preprocessing_settings
 from mespot.data import cache
 from mespot.data.datamodule import SpottingDataModule, input_settings
@@ -237,6 +243,10 @@ def task(cfg: DictConfig) -> dict | float | None:
         tracking.finish_run(failed)
 
 
+@exit_on_interrupt(
+    "finished folds keep their results (metrics.json); a fold without one did not finish and "
+    "resumes with ckpt_path=<its folder>/checkpoints/last.ckpt where it has one (docs/training.md)"
+)
 def main() -> None:
     sys.argv = exit_on_user_error(expand_all_folds)(sys.argv)
     task()
