@@ -50,6 +50,7 @@ from mespot.data.videos import VideoInfo
 from mespot.errors import UserError
 from mespot.files import atomic_write_json
 from mespot.module import SpotterModule, load_spotter
+from mespot.parallel import available_cores
 from mespot.postprocess import apply_threshold, postprocess_video, to_source_frames
 
 log = logging.getLogger(__name__)
@@ -167,10 +168,12 @@ def face_every(seconds, fps: float) -> int:
 
 def _fingerprint(recording: Recording, settings: Settings, every: int) -> str:
     """What decides the cached arrays and face spans: the recording (path, size, mtime), its
-    rate, the settings and how often the face is checked."""
+    rate, the settings (not the flow's thread count: it changes no array) and how often the face
+    is checked."""
     stat = recording.path.stat()
+    arrays = repr(replace(settings, flow_threads=1))
     text = json.dumps([str(recording.path.resolve()), stat.st_size, stat.st_mtime_ns,
-                       recording.fps, repr(settings), every, cv2.__version__])  # fmt: skip
+                       recording.fps, arrays, every, cv2.__version__])  # fmt: skip
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -317,8 +320,10 @@ def spot(
     """
     where = _device(device)
     model = load_spotter(ckpt).to(where)
-    # the recording's flow (tvl1_torch) runs where the model does, wherever training ran it
-    settings = replace(Settings(**model.hparams.preprocessing), flow_device=where.type)
+    # the recording's flow runs where the model does (tvl1_torch), wherever training ran it,
+    # or on every core (OpenCV's methods)
+    settings = replace(Settings(**model.hparams.preprocessing), flow_device=where.type,
+                       flow_threads=available_cores())  # fmt: skip
     recording = open_recording(video, fps)
     kept = kept_of(recording, settings)
     check_length(recording, kept, model.spec.frames_needed(settings.flow_step))

@@ -91,13 +91,14 @@ def test_flow_with_nan_fails_the_video_naming_the_frame(mock, tmp_path, monkeypa
 
     def nan_from_the_30th_batch(*args):
         flow = real(*args)
-        pairs = flow.pairs
+        submit = flow.submit
 
         def broken(references, frames):
             calls.append(len(frames))
-            return pairs(references, frames) * (np.nan if len(calls) >= 30 else 1)
+            factor, result = np.nan if len(calls) >= 30 else 1, submit(references, frames)
+            return lambda: result() * factor
 
-        flow.pairs = broken
+        flow.submit = broken
         return flow
 
     monkeypatch.setattr(preprocessing, "make_flow", nan_from_the_30th_batch)

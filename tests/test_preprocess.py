@@ -30,6 +30,7 @@ from mespot.data.preprocess import (
 from mespot.data.synth import MockSpec, write_mock
 from mespot.data.synth.render import Nuisance, render_video, sample_appearance
 from mespot.errors import UserError
+from mespot.parallel import available_cores
 
 FAST = Settings(size=64, flow_method="dis", flow_params={"preset": "fast"})
 
@@ -109,6 +110,46 @@ def test_flow_sign_and_scale_on_a_known_shift(method):
     flow = make_flow(method)(frame, moved)
     dx, dy = np.median(flow[24:-24, 24:-24].reshape(-1, 2), axis=0)
     assert dx == pytest.approx(2, abs=0.2) and dy == pytest.approx(-1, abs=0.2)
+
+
+@pytest.mark.parametrize("method", ["tvl1", "dis", "farneback"])
+def test_flow_on_several_threads_is_the_flow_on_one(casme2, tmp_path, method):
+    """150 frames in batches of 3 × 8 pairs (the last one short), each started while the next
+    frames are read: the cache is the one-thread cache to the bit."""
+    frames = load_annotations("casme2", casme2).frames[("s15", "15_0101")]
+    settings = Settings(size=48, detector="none", flow_method=method)
+
+    def cached(threads):
+        out = tmp_path / f"threads{threads}"
+        job = Job("s15", "15_0101", frames, 30.0, out)
+        assert process_video(job, replace(settings, flow_threads=threads)).status == "done"
+        return cache.load_video(out)
+
+    one, three = cached(1), cached(3)
+    assert make_flow(method, threads=3).batch == 24 and len(frames.numbers) == 150
+    np.testing.assert_array_equal(three.frames, one.frames)
+    np.testing.assert_array_equal(three.flow, one.flow)
+    assert np.abs(one.flow.astype(np.float32)).max() > 0.1  # the face moves: the flow is not 0
+    key = settings.key("casme2", casme2)
+    assert replace(settings, flow_threads=3).key("casme2", casme2) == key
+
+
+def test_the_spare_cores_compute_the_flow_of_fewer_videos_than_workers(tmp_path_factory):
+    """One video, four workers asked: its flow runs on min(4, cores) threads, and the arrays
+    are those of one thread."""
+    root = mock(tmp_path_factory, "casme2", videos_per_subject=1)
+    settings = replace(FAST, flow_method="tvl1", flow_params={"nscales": 2})
+    annotations = load_annotations("casme2", root)
+    videos = {}
+    for workers in (1, 4):
+        report = preprocess(annotations, root, tmp_path_factory.mktemp("cache"), settings,
+                            workers=workers, progress=False)  # fmt: skip
+        assert report.count("done") == 1
+        videos[workers] = report.folder / "s15" / "15_0101"
+    threads = [json.loads((videos[w] / "meta.json").read_text())["flow_threads"] for w in (1, 4)]
+    assert threads == [1, min(4, available_cores())]
+    one, spread = (cache.load_video(folder) for folder in videos.values())
+    np.testing.assert_array_equal(spread.flow, one.flow)
 
 
 def test_aligned_faces_keep_the_head_s_motion_out_of_the_flow(casme2, tmp_path):

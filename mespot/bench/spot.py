@@ -61,8 +61,9 @@ PHASES = {
     "load": "load_spotter: read the checkpoint, build the model",
     "count": "open_recording: decode the whole file once to count its frames",
     "face": "face detection on the probe frames (their decoding included)",
-    "flow": "optical flow, frame by frame",
-    "decode_crop": "decode, crop, resize and write each frame to the cache",
+    "flow": "optical flow: the time the frame loop starts it and waits for it (OpenCV's "
+    "methods run on every core, one pair per core, beside the decoding)",
+    "decode_crop": "decode, crop, resize and write each frame to the cache, while flow runs",
     "spotting": "run_windows: the model over every window, decoding, per-frame scores",
     "postprocess": "NMS per class, threshold, the intervals table",
     "other": "the rest of spot(): cache key, folders, progress bar",

@@ -21,7 +21,7 @@ import time
 from collections import deque
 from concurrent.futures import as_completed
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -36,7 +36,7 @@ from mespot.data.frames import FrameList
 from mespot.data.tables import Annotations
 from mespot.errors import UserError
 from mespot.files import atomic_write_json, atomic_write_text
-from mespot.parallel import one_thread, video_pool
+from mespot.parallel import available_cores, one_thread, video_pool
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,9 @@ COLOURS = ("grey", "rgb")
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # disk full, quota spent, file-size limit
 JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
 JPEG_TAIL = 1024  # bytes read at a JPEG's end to find its end marker
+
+
+RUN_ONLY = ("flow_device", "flow_threads")  # Settings that say where and how fast, not what
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,7 @@ class Settings:
     flow_params: dict = field(default_factory=dict)
     flow_step: int = 1  # flow of frame t is computed from frame t - flow_step to t
     flow_device: str = "auto"  # where tvl1_torch runs; not in the key: it changes no array
+    flow_threads: int = 1  # threads for OpenCV's flow in one video; not in the key either
 
     def __post_init__(self):
         checks = [
@@ -75,6 +79,7 @@ class Settings:
             (self.align in ALIGNMENTS, f"face.align={self.align!r}: use one of {ALIGNMENTS}"),
             (self.fps is None or self.fps > 0, f"fps={self.fps} must be positive"),
             (self.flow_step >= 1, f"flow.step={self.flow_step} must be at least 1"),
+            (self.flow_threads >= 1, f"flow threads={self.flow_threads} must be at least 1"),
         ]
         for ok, message in checks:
             if not ok:
@@ -89,7 +94,7 @@ class Settings:
             "dataset": dataset,
             "root": str(root.resolve()),
             "opencv": cv2.__version__,
-            **{k: v for k, v in asdict(self).items() if k != "flow_device"},
+            **{k: v for k, v in asdict(self).items() if k not in RUN_ONLY},
         }
 
 
@@ -222,6 +227,8 @@ def _run(
     with Progress(*progress_columns(), disable=not progress) as bar:
         task = bar.add_task("preprocessing", total=total, unit="frames")
         n = min(workers, max(len(jobs), 1))
+        # fewer videos than workers: the cores left over compute each video's flow
+        settings = replace(settings, flow_threads=max(1, min(workers, available_cores()) // n))
         with video_pool(n, _start_worker, (stop,)) as pool:
             with _deaf_to_ctrl_c():  # the workers start here, and inherit it
                 futures = [pool.submit(process_video, job, settings) for job in jobs]
@@ -374,25 +381,41 @@ def encode_video(source, settings: Settings, out: Path, meta: dict, on_frame=Non
         log.warning("%s/%s: no face found, using the centre crop", meta["subject"], meta["video"])
     t_face = time.perf_counter() - t0
 
-    flow = make_flow(settings.flow_method, settings.flow_params, settings.flow_device)
+    flow = make_flow(settings.flow_method, settings.flow_params, settings.flow_device,
+                     settings.flow_threads)  # fmt: skip
     shape = (settings.size, settings.size) + ((3,) if settings.colour == "rgb" else ())
     previous: deque[np.ndarray] = deque(maxlen=settings.flow_step)
     pairs: list[tuple[np.ndarray, np.ndarray]] = []  # (frame t - flow_step, frame t) to flow
     aligner = None
+    pending = None  # the flow started last: (wait for it, its first frame, its end)
     t_flow = 0.0
 
-    def flow_pairs(end: int) -> float:
-        """The flow of the pairs gathered so far (frames up to `end`), written; its seconds."""
+    def start_flow(end: int) -> float:
+        """Starts the flow of the pairs gathered so far (frames up to `end`) and writes the
+        flow started before, which ran meanwhile; the seconds spent here."""
+        nonlocal pending
         t1 = time.perf_counter()
         references, frames = (np.stack(side) for side in zip(*pairs, strict=True))
-        written = writer.flow[end - len(pairs) : end]
-        written[:] = flow.pairs(references, frames)
-        _check_finite(written, source, end - len(pairs))
+        started = (flow.submit(references, frames), end - len(pairs), end)
         pairs.clear()
+        finish_flow()
+        pending = started
+        return time.perf_counter() - t1
+
+    def finish_flow() -> float:
+        """Waits for the flow started last and writes it; the seconds spent waiting."""
+        nonlocal pending
+        t1 = time.perf_counter()
+        if pending is not None:
+            result, first, end = pending
+            written = writer.flow[first:end]
+            written[:] = result()
+            _check_finite(written, source, first)
+            pending = None
         return time.perf_counter() - t1
 
     versions = {"mespot": mespot.__version__, "opencv": cv2.__version__, "numpy": np.__version__}
-    with cache.VideoWriter(out, n, shape) as writer:  # whatever stops it: no array stays
+    with flow, cache.VideoWriter(out, n, shape) as writer:  # whatever stops it: no array stays
         for t, image in enumerate(source.read(range(n), grey=settings.colour == "grey")):
             if image.shape[:2] != (height, width):
                 raise UserError(
@@ -408,18 +431,20 @@ def encode_video(source, settings: Settings, out: Path, meta: dict, on_frame=Non
             # frame t - flow_step; the first frames, which have none, take frame 0 (zero flow)
             pairs.append((previous[0] if previous else grey, grey))
             if len(pairs) == flow.batch:
-                t_flow += flow_pairs(t + 1)
+                t_flow += start_flow(t + 1)
             writer.frames[t] = face_crop
             previous.append(grey)
             if on_frame is not None:
                 on_frame()
         if pairs:
-            t_flow += flow_pairs(n)
+            t_flow += start_flow(n)
+        t_flow += finish_flow()
         meta = {
             **meta,
             "frame_size": [width, height],
             "face": {"found": face is not None, "detected": face, "crop": list(box)},
             "seconds": {"face": t_face, "flow": t_flow, "total": time.perf_counter() - t0},
+            "flow_threads": flow.threads,
             "versions": versions,
         }
         writer.commit(meta)
