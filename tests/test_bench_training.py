@@ -58,3 +58,18 @@ def test_a_step_over_the_limit_is_timed_on_the_short_window():
     assert row["full_step_seconds_estimate"] > 0
     assert row["infer_frames_per_s"] > 0  # inference still sees the full window
     assert "train timed on 4 frames" in bench.note(row)
+
+
+def test_a_loader_worker_ships_uint8_frames_and_float16_flow(tmp_path):
+    """One paper-size batch per layout: the paper's frame + flow cross at 1 + 4 bytes a pixel;
+    the recipe adds two earlier frames (uint8) and the distance from the face at rest
+    (float32)."""
+    spec = bench.mock(1, 1, 200)
+    loader = bench.bench_loader(spec, 1, tmp_path)
+    pixels_kib = bench.PAPER_PX**2 / 1024
+    paper, recipe = loader["layouts"]["paper"], loader["layouts"]["recipe"]
+    assert paper["kib_per_frame"] == pytest.approx(pixels_kib * (1 + 4), rel=1e-3)
+    assert recipe["kib_per_frame"] == pytest.approx(pixels_kib * (1 + 2 + 4 + 4), rel=1e-3)
+    assert (paper["channels"], recipe["channels"]) == (3, 6)
+    assert paper["frames_per_s"] > 0 and recipe["frames_per_s"] > 0
+    assert "| paper | 3 | **" in "\n".join(bench.loader_section({"loader": loader}))

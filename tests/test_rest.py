@@ -56,3 +56,20 @@ def test_short_videos_and_colour_frames_keep_their_shape(shape):
     assert distance.shape == (3, *shape[1:]) and distance.dtype == np.float32
     expected = centred(frames[positions]) - np.median(centred(frames[::4]), axis=0)
     np.testing.assert_allclose(distance, expected, atol=2e-3)  # float16 medians
+
+
+def test_the_distance_is_the_linear_mix_of_the_two_medians_around_each_frame_value_for_value():
+    """Windows across median boundaries and at the video's end: each frame's face at rest is
+    (1 − w)·median[k] + w·median[k + 1] of the float16 medians, in float32, to the bit (the
+    values the accuracy benchmark's recorded numbers were made with)."""
+    frames = video(length=700)
+    rest = RestFace(frames, span=120)  # a median every 30 frames
+    for start in (0, 25, 64, 600):
+        positions = np.arange(start, min(start + 128, len(frames)))
+        where = positions / rest.step
+        below = np.minimum(where.astype(np.int64), len(rest.medians) - 1)
+        above = np.minimum(below + 1, len(rest.medians) - 1)
+        weight = (where - below).clip(0, 1).astype(np.float32)[:, None, None]
+        face = (1 - weight) * rest.medians[below] + weight * rest.medians[above]
+        expected = centred(frames[positions]) - face
+        np.testing.assert_array_equal(rest.distance(frames[positions], positions), expected)

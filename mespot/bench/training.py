@@ -5,9 +5,11 @@
 Writes experiments/bench/training.json (every figure, with date, commit, machine, torch and
 device) and training.md (the tables), and prints the tables. Throughput times the spotter
 (backbone → temporal FPN → head) on random input with a few random ground-truth segments, for
-each backbone at the paper's size and at its CPU size (conf/model/backbone/*.yaml). Memory
-trains one epoch on a small and a 10× larger mock CAS(ME)² cache, each in a fresh process, to
-show that RAM does not grow with the dataset: the DataModule memory-maps the videos.
+each backbone at the paper's size and at its CPU size (conf/model/backbone/*.yaml). Loader
+times what one loader worker delivers at the paper's input size, per input layout: how many
+workers a GPU needs to be fed. Memory trains one epoch on a small and a 10× larger mock
+CAS(ME)² cache, each in a fresh process, to show that RAM does not grow with the dataset: the
+DataModule memory-maps the videos.
 """
 
 from __future__ import annotations
@@ -29,7 +31,10 @@ from mespot.bench import common
 from mespot.bench.common import log, num, plural, say
 from mespot.cli.common import CONFIG_PATH
 from mespot.data.adapters import load_annotations
+from mespot.data.augment import WindowAugment
 from mespot.data.datamodule import SpottingDataModule
+from mespot.data.dataset import WindowDataset, collate
+from mespot.data.inputs import InputSpec
 from mespot.data.preprocess import Settings, preprocess
 from mespot.data.synth import MockSpec, write_mock
 from mespot.data.videos import read_cache
@@ -316,12 +321,14 @@ def frames_of(spec: MockSpec) -> int:
     return spec.subjects * spec.videos_per_subject * spec.frames
 
 
-def make_cache(spec: MockSpec, tmp: Path, name: str, workers: int) -> Path:
+def make_cache(
+    spec: MockSpec, tmp: Path, name: str, workers: int, settings: Settings = CACHE_SETTINGS
+) -> Path:
     """A mock CAS(ME)² dataset, preprocessed into its own cache; the cache's folder. Needs the
     caller under `if __name__ == "__main__":` when workers > 1 (workers are spawned)."""
     root = write_mock(spec, tmp / f"mock-{name}", workers=workers)
     report = preprocess(
-        load_annotations(spec.dataset, root), root, tmp / f"cache-{name}", CACHE_SETTINGS,
+        load_annotations(spec.dataset, root), root, tmp / f"cache-{name}", settings,
         workers=workers, progress=False,
     )  # fmt: skip
     if report.failed:
@@ -409,6 +416,62 @@ def bench_memory(budget: MemoryBudget, tmp: Path, workers: int, log=None) -> dic
         "proc_peak_ratio": ratio(runs["large"]["proc_peak_mb"], runs["small"]["proc_peak_mb"]),
         "frames_ratio": frames_of(budget.large) / frames_of(budget.small),
     }
+
+
+# --------------------------------------------------------------------------- loader
+
+# the layouts a GPU fold reads: the paper's (frame + flow) and the accuracy recipe's
+# (conf/experiment/bench_accuracy.yaml: frame, differences over 2 and 8 frames, distance from
+# the face at rest over 300 frames, flow)
+LAYOUTS = {
+    "paper": InputSpec(),
+    "recipe": InputSpec(frame_diffs=(2, 8), rest_span=300),
+}
+LOADER_CACHE = Settings(size=PAPER_PX, flow_method="dis", detector="none")
+LOADER_BATCH, LOADER_STRIDE = 32, 64  # the paper's batch; windows of PAPER_WINDOW, half overlap
+
+
+def part_bytes(batch: dict) -> int:
+    """Bytes of a collated batch's tensors: what crosses to the device."""
+    return sum(v.numel() * v.element_size() for v in batch.values() if isinstance(v, torch.Tensor))
+
+
+def loader_rate(cache_folder: Path, inputs: InputSpec, batches: int) -> dict:
+    """What one loader worker does for `batches` training batches of the paper's size: read
+    each window's parts from the memory-mapped cache, draw its augmentation, collate. One
+    thread, no pinning: a worker's own work."""
+    dataset = WindowDataset(read_cache(cache_folder), PAPER_WINDOW, LOADER_STRIDE, inputs,
+                            WindowAugment(LOADER_STRIDE, seed=0))  # fmt: skip
+    order = torch.randint(len(dataset), (batches * LOADER_BATCH,), generator=torch.Generator())
+    dataset[0]  # the memory maps and the faces at rest, once per worker
+    start = time.perf_counter()
+    for b in range(batches):
+        batch = collate([dataset[int(i)] for i in order[b * LOADER_BATCH : (b + 1) * LOADER_BATCH]])
+    seconds = time.perf_counter() - start
+    frames = batches * LOADER_BATCH * PAPER_WINDOW
+    return {
+        "channels": inputs.channels,
+        "batches": batches,
+        "seconds": seconds,
+        "frames_per_s": frames / seconds,
+        "kib_per_frame": part_bytes(batch) / (LOADER_BATCH * PAPER_WINDOW) / 1024,
+    }
+
+
+def bench_loader(spec: MockSpec, batches: int, tmp: Path, log=None) -> dict:
+    """loader_rate of each layout on a mock cache at the paper's input size."""
+    say(log, f"loader: mock of {frames_of(spec)} frames at {PAPER_PX} px, {batches} batches each")
+    cache_folder = make_cache(spec, tmp, "loader", 1, LOADER_CACHE)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rows = {name: loader_rate(cache_folder, inputs, batches) for name, inputs in
+                LAYOUTS.items()}  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    return {"mock": asdict(spec), "frames": frames_of(spec), "batch": LOADER_BATCH,
+            "window": PAPER_WINDOW, "stride": LOADER_STRIDE, "px": PAPER_PX,
+            "layouts": rows}  # fmt: skip
 
 
 # --------------------------------------------------------------------------- report
@@ -537,8 +600,38 @@ def memory_section(result: dict) -> list[str]:
     ]
 
 
+def loader_section(result: dict) -> list[str]:
+    """What one loader worker delivers per input layout, or why it is missing."""
+    loader = result.get("loader")
+    if not loader:
+        return ["", "## One loader worker", "", f"not measured: {result.get('loader_skipped')}"]
+    rows = [[name, f"{LAYOUTS[name].channels}", f"**{num(r['frames_per_s'], 0)}**",
+             num(r["frames_per_s"] / (loader["batch"] * loader["window"]), 2),
+             num(r["kib_per_frame"], 1)]
+            for name, r in loader["layouts"].items()]  # fmt: skip
+    columns = ["input", "channels", "frames/s", "batches/s", "KiB per frame to the device"]
+    return [
+        "",
+        "## One loader worker (paper-size training batches)",
+        "",
+        *common.table(columns, "lrrrr", rows),
+        "",
+        f"Batches of {loader['batch']} windows × {loader['window']} frames at "
+        f"{loader['px']}×{loader['px']} px (stride {loader['stride']}), read from a memory-mapped "
+        f"mock cache of {loader['frames']} frames with the training "
+        "augmentation drawn, then collated: one process, one thread, what each loader worker "
+        "does. paper = frame + flow; recipe = conf/experiment/bench_accuracy.yaml's inputs "
+        "(frame, differences over 2 and 8 frames, distance from the face at rest, flow). Frames "
+        "and flow cross to the device as the cache holds them (uint8, float16), the distance "
+        "from the face at rest as float32; the other channels are built there "
+        "(InputSpec.assemble). A fold that trains at R frames/s needs about R ÷ frames/s "
+        "workers.",
+    ]
+
+
 def markdown(result: dict) -> str:
-    """The report: header, throughput table, memory table, how the numbers were made."""
+    """The report: header, throughput table, loader table, memory table, how the numbers were
+    made."""
     env, throughput = result["environment"], result["throughput"]
     libraries = f"torch {env['torch']} on {env['device']} ({env['torch_threads']} threads)"
     out = [
@@ -556,7 +649,8 @@ def markdown(result: dict) -> str:
         "window × steps ÷ seconds. "
         + " ".join(timing_text(scale, t) for scale, t in throughput["timing"].items()),
     ]
-    out += [*memory_section(result), "", *common.made_by(result["command"])]
+    out += [*loader_section(result), *memory_section(result), "",
+            *common.made_by(result["command"])]  # fmt: skip
     return "\n".join(out)
 
 
@@ -568,6 +662,7 @@ class Budget:
     """How much work each part gets: the full run and the smoke test differ only here."""
 
     timing: dict[str, dict | None]  # bench_throughput's: per scale, None = parameters only
+    loader: tuple[MockSpec, int]  # the mock, and the batches timed per layout
     memory: MemoryBudget
 
 
@@ -580,10 +675,12 @@ FULL = Budget(
         "paper": {"warmup": 2, "steps": 2, "step_limit": STEP_LIMIT, "short_window": SHORT_WINDOW},
         "cpu": {"warmup": 3, "steps": 3, "seconds": 3.0},
     },
+    loader=(mock(1, 2, 900), 8),
     memory=MemoryBudget(mock(3, 1, 300), mock(3, 2, 1500)),
 )
 QUICK = Budget(
     timing={"paper": None, "cpu": {"warmup": 1, "steps": 1}},  # a paper-size first step: ~10 s
+    loader=(mock(1, 1, 300), 1),
     memory=MemoryBudget(mock(3, 1, 200), mock(3, 2, 1000)),
 )
 
@@ -621,6 +718,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               "environment": environment(device)}  # fmt: skip
     rows = bench_throughput(variants(), device=device, timing=budget.timing, log=log)
     result["throughput"] = {"timing": budget.timing, "rows": rows}
+    with tempfile.TemporaryDirectory(prefix="mespot-bench-") as tmp:
+        result["loader"] = bench_loader(*budget.loader, Path(tmp), log)
     if args.no_memory:
         result["memory_skipped"] = "not asked for (--no-memory)"
     memory_ok = args.no_memory or run_memory_part(result, budget)

@@ -21,8 +21,9 @@ SAMPLES = 75  # frames per median
 
 def centred(frames: np.ndarray) -> np.ndarray:
     """(L, ...) uint8 frames → float32 in [0, 1] less each frame's mean brightness."""
-    frames = np.asarray(frames, dtype=np.float32) / 255.0
-    return frames - frames.mean(axis=tuple(range(1, frames.ndim)), keepdims=True)
+    frames = np.divide(frames, 255.0, dtype=np.float32)
+    frames -= frames.mean(axis=tuple(range(1, frames.ndim)), keepdims=True)
+    return frames
 
 
 class RestFace:
@@ -45,5 +46,15 @@ class RestFace:
         above = np.minimum(below + 1, len(self.medians) - 1)
         weight = (where - below).clip(0, 1).astype(np.float32)
         weight = weight.reshape(-1, *[1] * (self.medians.ndim - 1))
-        rest = (1 - weight) * self.medians[below] + weight * self.medians[above]
-        return centred(frames) - rest
+        # the few medians a window touches, in float32 once (their float16 values exactly),
+        # then arithmetic in place: a loader worker's costliest part, made ~4× cheaper
+        first = int(below.min())
+        medians = self.medians[first : int(above.max()) + 1].astype(np.float32)
+        rest = medians[below - first]
+        rest *= 1 - weight
+        later = medians[above - first]
+        later *= weight
+        rest += later
+        distance = centred(frames)
+        distance -= rest
+        return distance
