@@ -74,6 +74,11 @@ class Experiment:
     def complete(self) -> bool:
         return not self.failed and not self.missing
 
+    def f1(self, row: str) -> float | None:
+        """The summed F1 of `row` (mae, me, overall); None with no fold done (not 0: nothing
+        was spotted, and nothing was measured either)."""
+        return self.total()[row].f1 if self.done else None
+
     def total(self) -> dict[str, Counts]:
         sums = {t: sum((f.counts[t] for f in self.done), Counts()) for t in TYPES}
         return {**sums, "overall": sums["mae"] + sums["me"]}
@@ -122,10 +127,8 @@ class Summary:
                  "| Experiment | folds | MaE F1 | ME F1 | Overall F1 |",
                  "|---|---|---|---|---|"]  # fmt: skip
         for e in self.experiments:
-            t = e.total()
             folds = f"{len(e.done)}/{len(e.expected)}" + ("" if e.complete else " ⚠")
-            lines.append(f"| {e.label} | {folds} | {t['mae'].f1:.4f} | {t['me'].f1:.4f} | "
-                         f"{t['overall'].f1:.4f} |")  # fmt: skip
+            lines.append(f"| {e.label} | {folds} | " + " | ".join(_f1s(e)) + " |")
         for e in self.experiments:
             lines += ["", f"## {e.label}", "", *_counts_table(e.total()), ""]
             lines += _problems(e, self.sweep)
@@ -144,15 +147,17 @@ class Summary:
         lines = [f"{'Experiment':<{width}}  {'folds':>7}  {'MaE F1':>7}  {'ME F1':>7}  "
                  f"{'Overall F1':>10}"]  # fmt: skip
         for e in self.experiments:
-            t = e.total()
             folds = f"{len(e.done)}/{len(e.expected)}"
-            lines.append(
-                f"{e.label:<{width}}  {folds:>7}  {t['mae'].f1:>7.4f}  {t['me'].f1:>7.4f}  "
-                f"{t['overall'].f1:>10.4f}"
-            )
+            mae, me, overall = _f1s(e)
+            lines.append(f"{e.label:<{width}}  {folds:>7}  {mae:>7}  {me:>7}  {overall:>10}")
         for e in self.experiments:
             lines += [f"{e.label}: {line}" for line in _problems(e, self.sweep, markdown=False)]
         return "\n".join(lines)
+
+
+def _f1s(e: Experiment) -> list[str]:
+    """MaE, ME and overall F1 for a table; a dash each with no fold done."""
+    return ["–" if f1 is None else f"{f1:.4f}" for f1 in map(e.f1, ("mae", "me", "overall"))]
 
 
 def _with_overall(counts: dict[str, Counts]) -> dict[str, Counts]:

@@ -37,10 +37,9 @@ def log_summary(summary, settings: dict) -> None:
                "overall_tp", "overall_fp", "overall_fn"]  # fmt: skip
     rows = []
     for e in summary.experiments:
-        t = e.total()
-        o = t["overall"]
-        rows.append([e.label, len(e.done), len(e.expected), t["mae"].f1, t["me"].f1, o.f1,
-                     o.tp, o.fp, o.fn])  # fmt: skip
+        o = e.total()["overall"]
+        rows.append([e.label, len(e.done), len(e.expected), e.f1("mae"), e.f1("me"),
+                     e.f1("overall"), o.tp, o.fp, o.fn])  # fmt: skip
     run = wandb.init(
         project=settings.get("project"),
         entity=settings.get("entity"),

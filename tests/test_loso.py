@@ -225,6 +225,20 @@ def test_folds_scored_with_different_rules_are_refused(tmp_path):
         aggregate(tmp_path)
 
 
+def test_a_sweep_whose_every_fold_failed_shows_no_f1(tmp_path):
+    """0 of 2 folds done: a dash for each F1 in both tables, not an F1 of 0."""
+    for job, subject in (("0", "a"), ("1", "b")):
+        folder = write_job(tmp_path, job, subject, counts=None)
+        (folder / "failed.txt").write_text("UserError: data.batch_size=0\n")
+    summary = aggregate(tmp_path)
+    (experiment,) = summary.experiments
+    assert experiment.f1("overall") is None and not summary.complete
+    header, row, *problems = summary.table().splitlines()
+    assert row.split()[-4:] == ["0/2", "–", "–", "–"]
+    assert any("data.batch_size=0" in line for line in problems)
+    assert "| grid | 0/2 ⚠ | – | – | – |" in summary.markdown()
+
+
 def test_a_folder_without_folds_is_a_clear_error(tmp_path):
     result = run("mespot-aggregate", str(tmp_path), cwd=tmp_path)
     assert result.returncode == 2 and "no mespot-train job folders" in result.stderr
