@@ -11,8 +11,10 @@ import torch
 from conftest import TINY
 from console import assert_quiet
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from mespot.cli.common import compose_train
+from mespot.cli.train import where_it_ran
 from mespot.intervals import read_intervals
 from mespot.metrics import evaluate
 
@@ -144,3 +146,17 @@ def test_mock_experiment_composes_with_each_backbone_one_override_apart(backbone
     assert cfg.data.root == "data/mock/casme2" and cfg.trainer.accelerator == "cpu"
     model = instantiate(cfg.model, in_chans=3, _convert_="all")
     assert sum(p.numel() for p in model.parameters()) < 1_000_000
+
+
+def test_the_fold_line_names_the_gpu_it_ran_on_or_the_cpu_threads():
+    threads = f"{torch.get_num_threads()} CPU threads"
+
+    def where(**trainer):
+        return where_it_ran(OmegaConf.create({"trainer": trainer}))
+
+    assert where(accelerator="gpu", devices=[1]) == f"GPU 1 ({threads})"  # a claimed GPU
+    assert where(accelerator="cuda", devices=2) == f"2 GPUs ({threads})"
+    assert where(accelerator="gpu", devices=1) == f"1 GPU ({threads})"
+    assert where(accelerator="cpu", devices=1) == threads
+    on_auto = f"1 GPU ({threads})" if torch.cuda.is_available() else threads
+    assert where(accelerator="auto", devices=1) == on_auto

@@ -177,12 +177,26 @@ def _shows_tables(cfg: DictConfig) -> bool:
 
 
 def report_fold(cfg: DictConfig, metrics: dict, seconds: float) -> None:
-    """One line per finished fold: how long it took on how many threads, its test F1 per type."""
+    """One line per finished fold: how long it took where, its test F1 per type."""
     scores = [f"{name} F1 {metrics[f'test/{key}_f1']:.4f}"
               for name, key in (("MaE", "mae"), ("ME", "me"), ("overall", "overall"))
               if f"test/{key}_f1" in metrics]  # fmt: skip
-    log.info("fold %s done in %.1f min on %d CPU threads%s", cfg.data.test_subject, seconds / 60,
-             torch.get_num_threads(), ": " + ", ".join(scores) if scores else "")  # fmt: skip
+    log.info("fold %s done in %.1f min on %s%s", cfg.data.test_subject, seconds / 60,
+             where_it_ran(cfg), ": " + ", ".join(scores) if scores else "")  # fmt: skip
+
+
+def where_it_ran(cfg: DictConfig) -> str:
+    """`GPU 1 (4 CPU threads)` or `2 CPU threads`: the devices the trainer had, and the threads
+    the loader and any CPU work had beside them."""
+    threads = f"{torch.get_num_threads()} CPU threads"
+    accelerator, devices = cfg.trainer.accelerator, cfg.trainer.devices
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        if isinstance(devices, int | str):
+            gpus = f"{devices} GPU" + ("" if str(devices) == "1" else "s")
+        else:
+            gpus = "GPU " + ",".join(map(str, devices))
+        return f"{gpus} ({threads})"
+    return threads
 
 
 def _prepare(cfg: DictConfig, multirun: bool) -> None:
