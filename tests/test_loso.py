@@ -186,6 +186,16 @@ def test_all_needs_a_multirun_and_one_dataset(tiny_mock, tmp_path):
     assert result.returncode == 2 and "one dataset" in result.stderr
 
 
+def test_a_mistake_every_fold_shares_stops_the_sweep_before_any_fold(tiny_mock, tmp_path):
+    result = run("mespot-train", "-m", *base(tiny_mock, tmp_path), "data.test_subject=all",
+                 "data.batch_size=0", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        "data.batch_size=0: give a whole number of at least 1"
+    )
+    assert not (tmp_path / "train" / "multiruns").exists()  # no fold was launched
+
+
 def test_ddp_inside_a_multirun_fails_the_fold_with_the_alternative(tiny_mock, tmp_path):
     result, sweep = multirun(tiny_mock, tmp_path, "data.test_subject=s15", "trainer=ddp")
     assert result.returncode == 1

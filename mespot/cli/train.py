@@ -92,6 +92,9 @@ def expand_all_folds(argv: list[str]) -> list[str]:
     if not cfg.data.allow_uncached:  # once for the sweep, rather than in every fold
         refuse_unfinished(folder, unfinished, len(finished) + len(unfinished))
     subjects = sorted({info.subject for info in finished + unfinished})
+    # the settings every fold shares, built once for the first fold: a mistake there (say
+    # data.batch_size=0) is one line before any fold starts, not one per fold or cluster job
+    build_data_and_model(compose_train([*fixed, f"{FOLD_KEY}={subjects[0]}"]), folder)
     return [f"{FOLD_KEY}={','.join(subjects)}" if a == target else a for a in argv]
 
 
