@@ -430,7 +430,8 @@ def markdown(result: dict) -> str:
         "",
         "× real time = recording seconds ÷ wall seconds of spot() (model loading, reading the "
         "video, preprocessing, spotting, post-processing; not Python's start-up and imports). "
-        "frames/s = frames ÷ wall seconds; flow pairs/s = frames ÷ flow seconds; model frames/s "
+        "frames/s = frames ÷ wall seconds; flow pairs/s = frames ÷ flow seconds (the seconds "
+        "preprocessing waited for the flow, which runs beside the decoding); model frames/s "
         "= windows × window ÷ spotting seconds (stride < window: every frame is seen "
         f"{rows[0]['windows'] * rows[0]['window'] / rows[0]['frames']:.1f}× here). Process s = "
         "the timed process's whole wall clock, Python's start-up and imports included, as "
