@@ -51,7 +51,8 @@ RUN_ONLY = ("flow_device", "flow_threads")  # Settings that say where and how fa
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything that changes the cached arrays (all of it goes into the cache folder's hash)."""
+    """Everything that changes the cached arrays (all of it goes into the cache folder's hash),
+    and where and on how many threads the flow runs (RUN_ONLY: not hashed)."""
 
     size: int = 128  # crops are size × size
     colour: str = "grey"  # grey | rgb
