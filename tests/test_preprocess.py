@@ -333,3 +333,22 @@ def test_a_jpeg_is_whole_when_its_end_marker_is_in_its_last_kib(tmp_path):
     assert ok and {n: _truncated_jpeg(tmp_path / f"{n}.jpg") for n in cases} == {
         "whole": False, "appended": False, "cut": True, "zeroed": True,
     }  # fmt: skip
+
+
+def test_a_commit_stopped_between_its_two_arrays_leaves_neither(tmp_path, monkeypatch):
+    """Ctrl-C (or a full disk) after frames.npy is in place but before flow.npy and meta.json:
+    nothing of the video stays, not even the renamed frames."""
+    real, calls = os.replace, []
+
+    def stopped_on_the_second(source, target):
+        calls.append(target)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real(source, target)
+
+    monkeypatch.setattr(cache.os, "replace", stopped_on_the_second)
+    out = tmp_path / "video"
+    with pytest.raises(KeyboardInterrupt), cache.VideoWriter(out, 4, (8, 8)) as writer:
+        writer.commit({"subject": "s", "video": "v"})
+    assert [Path(c).name for c in calls] == ["frames.npy", "flow.npy"]
+    assert not out.exists()  # its folder too, empty

@@ -2,8 +2,11 @@
 with OpenCV, the same frames as a folder, and the errors a user meets first."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -176,6 +179,40 @@ def test_a_recording_too_short_to_spot_is_one_line(checkpoint, recording, tmp_pa
                       cwd=tmp_path)  # fmt: skip
     assert_user_error(result, str(video), "1 frame(s)", "too short", "at least 2 frames")
     assert not (tmp_path / "out" / "cache").exists()
+
+
+def test_ctrl_c_is_one_line_exit_130_and_the_same_command_then_finishes(
+    checkpoint, recording, tmp_path
+):
+    """Interrupted while the recording is preprocessed (its flow on threads): one line, status
+    130, no array and no intervals left; the same command then spots the whole recording."""
+    frames = [cv2.imread(str(p)) for p in sorted(recording[1].iterdir())]
+    video = tmp_path / "long.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), FPS,
+                             frames[0].shape[1::-1])  # fmt: skip
+    for frame in frames * 12:  # 1,800 frames: long enough to be interrupted half-way
+        writer.write(frame)
+    writer.release()
+    command = [str(BIN / "mespot-spot"), "progress=false", f"video={video}",
+               f"ckpt={checkpoint}", f"out={tmp_path / 'out'}"]  # fmt: skip
+    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True, cwd=tmp_path)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("out/cache/*.partial")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(job.pid, signal.SIGINT)  # as a terminal's Ctrl-C
+    _, stderr = job.communicate(timeout=120)
+    assert job.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    assert stderr.strip().splitlines()[-1] == (
+        "interrupted: no intervals written; the recording's preprocessing is kept if it had "
+        "finished, and the same command reuses it"
+    )
+    assert not [p for p in tmp_path.glob("out/**/*") if p.is_file()]
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "out" / "intervals.csv")
+    assert list(table.columns) == COLUMNS
 
 
 def test_a_checkpoint_that_reads_frame_differences_gets_them_from_the_recording(

@@ -8,7 +8,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from mespot.cli.common import CONFIG_PATH, exit_on_user_error
+from mespot.cli.common import CONFIG_PATH, exit_on_interrupt, exit_on_user_error
 from mespot.files import atomic_write_json, atomic_write_text
 from mespot.intervals import format_thresholds, read_intervals
 from mespot.spot import spot
@@ -16,6 +16,10 @@ from mespot.spot import spot
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="spot")
 @exit_on_user_error
+@exit_on_interrupt(
+    "no intervals written; the recording's preprocessing is kept if it had finished, and the "
+    "same command reuses it"
+)
 def main(cfg: DictConfig) -> None:
     video = Path(cfg.video)
     out = Path(cfg.out) if cfg.out else Path("spots") / video.stem

@@ -69,6 +69,7 @@ class VideoWriter:
         for stale in video_dir.glob(f"*{PARTIAL}"):
             stale.unlink()
         self.dir = video_dir
+        self._committed: list[Path] = []  # arrays renamed by a commit that has not finished
         size = frame_shape[:2]
         try:
             self.frames = self._open("frames.npy", np.uint8, (n_frames, *frame_shape))
@@ -94,14 +95,16 @@ class VideoWriter:
         for name, array in (("frames.npy", self.frames), ("flow.npy", self.flow)):
             array.flush()
             os.replace(self.dir / (name + PARTIAL), self.dir / name)
+            self._committed.append(self.dir / name)
         del self.frames, self.flow
         atomic_write_json(self.dir / "meta.json", {"format": FORMAT_VERSION, **meta})
+        self._committed = []  # done: the video counts from here on
 
     def abandon(self) -> None:
         """Remove the unfinished arrays (a failed or interrupted video): no half video stays."""
         for name in ("frames", "flow"):
             vars(self).pop(name, None)  # the memory maps
-        for partial in self.dir.glob(f"*{PARTIAL}"):
+        for partial in [*self.dir.glob(f"*{PARTIAL}"), *self._committed]:
             partial.unlink(missing_ok=True)
         with contextlib.suppress(OSError):  # kept when it holds more (an earlier, whole video)
             self.dir.rmdir()
