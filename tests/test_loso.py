@@ -190,9 +190,8 @@ def test_a_mistake_every_fold_shares_stops_the_sweep_before_any_fold(tiny_mock, 
     result = run("mespot-train", "-m", *base(tiny_mock, tmp_path), "data.test_subject=all",
                  "data.batch_size=0", cwd=tmp_path)  # fmt: skip
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].endswith(
-        "data.batch_size=0: give a whole number of at least 1"
-    )
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.endswith("data.batch_size=0: give a whole number of at least 1")
     assert not (tmp_path / "train" / "multiruns").exists()  # no fold was launched
 
 
