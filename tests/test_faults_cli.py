@@ -139,6 +139,23 @@ def test_ctrl_c_is_one_line_exit_130_and_the_next_run_resumes(mock, tmp_path):
     assert f"{2 - len(finished)} done, {len(finished)} skipped" in rerun.stdout
 
 
+@pytest.mark.parametrize("command", ["mespot-train", "mespot-spot"])
+def test_ctrl_c_while_a_command_starts_is_one_line_exit_130(command, tmp_path):
+    """Half a second into start-up the command is still importing torch and Lightning: Ctrl-C
+    there stops it once they have loaded, with one line and status 130, not a traceback
+    through the imports."""
+    job = subprocess.Popen([str(BIN / command), "--help"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, start_new_session=True,
+                           cwd=tmp_path)  # fmt: skip
+    time.sleep(0.5)
+    os.killpg(job.pid, signal.SIGINT)
+    _, stderr = job.communicate(timeout=120)
+    assert job.returncode == 130, stderr[-3000:]
+    assert [line for line in stderr.splitlines() if line.strip()] == [
+        "interrupted: stopped before it finished"
+    ]
+
+
 def _small_files_only():
     """A 50 kB file-size limit: the arrays' writes fail as on a full disk (EFBIG, SIGXFSZ
     ignored so that the write raises rather than the process dying)."""
