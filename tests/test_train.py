@@ -149,7 +149,8 @@ def test_mock_experiment_composes_with_each_backbone_one_override_apart(backbone
 
 
 def test_the_fold_line_names_the_gpu_it_ran_on_or_the_cpu_threads():
-    threads = f"{torch.get_num_threads()} CPU threads"
+    n = torch.get_num_threads()
+    threads = f"{n} CPU thread" + ("" if n == 1 else "s")
 
     def where(**trainer):
         return where_it_ran(OmegaConf.create({"trainer": trainer}))
@@ -160,3 +161,8 @@ def test_the_fold_line_names_the_gpu_it_ran_on_or_the_cpu_threads():
     assert where(accelerator="cpu", devices=1) == threads
     on_auto = f"1 GPU ({threads})" if torch.cuda.is_available() else threads
     assert where(accelerator="auto", devices=1) == on_auto
+    torch.set_num_threads(1)
+    try:
+        assert where(accelerator="cpu", devices=1) == "1 CPU thread"
+    finally:
+        torch.set_num_threads(n)

@@ -189,9 +189,10 @@ def report_fold(cfg: DictConfig, metrics: dict, seconds: float) -> None:
 
 
 def where_it_ran(cfg: DictConfig) -> str:
-    """`GPU 1 (4 CPU threads)` or `2 CPU threads`: the devices the trainer had, and the threads
+    """`GPU 1 (4 CPU threads)` or `1 CPU thread`: the devices the trainer had, and the threads
     the loader and any CPU work had beside them."""
-    threads = f"{torch.get_num_threads()} CPU threads"
+    n = torch.get_num_threads()
+    threads = f"{n} CPU thread" + ("" if n == 1 else "s")
     accelerator, devices = cfg.trainer.accelerator, cfg.trainer.devices
     if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
         if isinstance(devices, int | str):
