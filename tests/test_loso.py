@@ -118,8 +118,9 @@ def test_joblib_launcher_runs_folds_in_parallel_sharing_the_cores(tiny_mock, tmp
     assert sorted(re.findall(r"fold (\w+) done in", console)) == SUBJECTS
     assert "┃" not in console and "Restoring states" not in console
     threads = max(1, len(os.sched_getaffinity(0)) // 2)
+    on = f"on {threads} CPU thread" + ("" if threads == 1 else "s") + ":"
     for job in sweep.glob("[0-9]*"):
-        assert f"{threads} CPU threads" in (job / "train.log").read_text()
+        assert on in (job / "train.log").read_text()
 
 
 def test_a_missing_or_failed_fold_is_reported_and_a_rerun_changes_only_that_fold(
