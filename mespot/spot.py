@@ -318,6 +318,10 @@ def spot(
     The model runs on `device` (auto: a CUDA GPU when torch sees one, else the CPU); the face
     is checked every `face_check_every` seconds (and to the frame where it goes or comes back).
     """
+    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+        raise UserError(f"batch_size={batch_size}: give a whole number of windows, at least 1")
+    if fps is not None and not fps > 0:
+        raise UserError(f"fps={fps}: give a positive frame rate, or none for the file's own")
     where = _device(device)
     model = load_spotter(ckpt).to(where)
     # the recording's flow runs where the model does (tvl1_torch), wherever training ran it,

@@ -167,6 +167,15 @@ def test_an_unreadable_video_is_one_line(checkpoint, tmp_path):
     assert_user_error(result, "missing.mp4", "no such file")
 
 
+@pytest.mark.parametrize("setting", ["batch_size=0", "fps=-1"])
+def test_an_impossible_setting_is_one_line_before_any_work(checkpoint, recording, setting,
+                                                            tmp_path):  # fmt: skip
+    result = spot_cli(f"video={recording[0]}", f"ckpt={checkpoint}", f"out={tmp_path / 'out'}",
+                      setting, cwd=tmp_path)  # fmt: skip
+    assert_user_error(result, setting)
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_recording_too_short_to_spot_is_one_line(checkpoint, recording, tmp_path):
     """One frame shows no change: refused before any preprocessing, naming the minimum."""
     frame = cv2.imread(str(next(recording[1].iterdir())))
